@@ -1,0 +1,28 @@
+//! Dovecot's dict proxy protocol, without I/O: parse and encode every line a dict client
+//! and a dict server exchange, as Dovecot 2.3 (protocol major 3) and 2.4 (major 4) write them.
+//!
+//! The protocol in our words is in `protocol-spec/README.md`; its test vectors are in
+//! `protocol-spec/vectors/` and are run by this crate's tests.
+
+
+mod error;
+pub mod escape;
+mod hello;
+mod number;
+mod reply;
+mod request;
+
+#[cfg(feature = "codec")]
+pub mod codec;
+
+pub use error::ProtocolError;
+pub use hello::{Hello, ReplyStyle, MAJOR_V3, MAJOR_V4};
+pub use reply::{CommitReply, Frame, LookupReply, Reply, ReplyKind, ServerLine, Timings};
+pub use request::{IterateFlags, Request, TransactionId};
+
+/// The server's input line limit, LF included (Dovecot's `DICT_CLIENT_MAX_LINE_LENGTH`).
+pub const MAX_LINE_LENGTH: usize = 65536;
+
+/// At most this many reply-bearing commands pending per connection before the server stops
+/// reading from it.
+pub const MAX_PENDING_COMMANDS: usize = 1000;
