@@ -1,0 +1,353 @@
+//! dict-rs's own configuration file (TOML). Everything has a default, so an empty file is
+//! valid; unknown keys are errors so that typos don't go unnoticed.
+//!
+//! ```toml
+//! dovecot_config = "/etc/dovecot/dovecot.conf"   # optional: take dicts from it
+//! data_dir = "/var/lib/dict-rs"
+//!
+//! [listener]
+//! path = "/run/dovecot/dict"
+//! mode = "0660"
+//! group = "dovecot"
+//!
+//! [dicts]
+//! quota = "sqlite:/etc/dovecot/dovecot-dict-sql.conf.ext"
+//! cache = "redis:host=127.0.0.1:prefix=dict/"
+//!
+//! [server]
+//! request_timeout_ms = 5000
+//!
+//! [log]
+//! level = "info"
+//! format = "json"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::dovecot::{parse_mode, DictEntry, DovecotConfig};
+use crate::error::{ConfigError, Origin};
+
+/// The whole dict-rs configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerToml {
+    /// `[listener]`: the socket Dovecot's clients connect to.
+    pub listener: ListenerSettings,
+    /// `dovecot_config = "<path>"`: a Dovecot 2.3 dovecot.conf whose `dict { }` entries are
+    /// served as well. A relative path is relative to the TOML file's directory.
+    pub dovecot_config: Option<PathBuf>,
+    /// `[dicts]`: `name = "uri"`, the same URI syntax as dovecot.conf's `dict { }`. Already
+    /// checked with [`DictEntry::parse_uri`]. In file order.
+    pub dicts: Vec<DictEntry>,
+    /// `[server]`: limits and timeouts.
+    pub server: ServerSettings,
+    /// `[log]`
+    pub log: LogSettings,
+    /// `data_dir`: where dict-rs keeps its own state. Default `/var/lib/dict-rs`.
+    pub data_dir: PathBuf,
+}
+
+/// `[listener]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerSettings {
+    /// UNIX socket path. Unset: the caller decides (Dovecot's default is
+    /// `/run/dovecot/dict`, or what `dovecot_config` says).
+    pub path: Option<PathBuf>,
+    /// Socket permissions, written as an octal string (`"0660"`); default 0660 like Dovecot.
+    #[serde(deserialize_with = "octal_mode")]
+    pub mode: u32,
+    /// Socket owner; unset leaves it to whoever runs the server.
+    pub user: Option<String>,
+    /// Socket group; Dovecot's clients usually need `dovecot`.
+    pub group: Option<String>,
+    /// `listen(2)` backlog. Default 1024.
+    pub backlog: u32,
+    /// Connections served at once; more wait in the backlog. Default 10000.
+    pub max_connections: usize,
+}
+
+impl Default for ListenerSettings {
+    fn default() -> Self {
+        ListenerSettings {
+            path: None,
+            mode: 0o660,
+            user: None,
+            group: None,
+            backlog: 1024,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Requests of one connection waiting for their reply before it stops reading more.
+    /// Default 1000.
+    pub max_pending_per_connection: usize,
+    /// A backend call taking longer fails with an `F` reply. Default 5000.
+    pub request_timeout_ms: u64,
+    /// How long a shutdown waits for running requests. Default 10000.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            max_pending_per_connection: 1000,
+            request_timeout_ms: 5000,
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl ServerSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// A level (`info`) or a tracing filter (`info,dict_server=debug`). Default `info`.
+    pub level: String,
+    /// `"text"` (default) or `"json"`.
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The file as TOML sees it; `dicts` keeps spans so errors can name the line.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerToml {
+    #[serde(default)]
+    listener: ListenerSettings,
+    dovecot_config: Option<PathBuf>,
+    #[serde(default)]
+    dicts: BTreeMap<String, ::toml::Spanned<String>>,
+    #[serde(default)]
+    server: ServerSettings,
+    #[serde(default)]
+    log: LogSettings,
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/dict-rs")
+}
+
+fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_mode(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "invalid mode '{s}': expected an octal string like \"0660\""
+        ))
+    })
+}
+
+impl ServerToml {
+    pub fn load(path: impl AsRef<Path>) -> Result<ServerToml, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            included_from: None,
+            source,
+        })?;
+        let mut config = Self::parse_str(&text, path)?;
+        if let (Some(dovecot), Some(dir)) = (&mut config.dovecot_config, path.parent()) {
+            if dovecot.is_relative() {
+                *dovecot = dir.join(&*dovecot);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses `text` as the contents of `path`, which is only used in messages.
+    pub fn parse_str(text: &str, path: impl AsRef<Path>) -> Result<ServerToml, ConfigError> {
+        let path = path.as_ref();
+        let line_of = |offset: usize| {
+            let newlines = text.as_bytes()[..offset.min(text.len())]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count();
+            u32::try_from(newlines + 1).unwrap_or(u32::MAX)
+        };
+        let raw: RawServerToml = ::toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(1, |s| line_of(s.start));
+            ConfigError::invalid(&Origin::new(path, line), e.message().trim_end())
+        })?;
+
+        let mut dicts: Vec<(usize, DictEntry)> = raw
+            .dicts
+            .into_iter()
+            .map(|(name, uri)| {
+                let start = uri.span().start;
+                let origin = Origin::new(path, line_of(start));
+                (
+                    start,
+                    DictEntry {
+                        name,
+                        uri: uri.into_inner(),
+                        origin,
+                    },
+                )
+            })
+            .collect();
+        dicts.sort_by_key(|(start, _)| *start);
+        let dicts: Vec<DictEntry> = dicts.into_iter().map(|(_, d)| d).collect();
+        for dict in &dicts {
+            dict.parse_uri()?;
+        }
+
+        Ok(ServerToml {
+            listener: raw.listener,
+            dovecot_config: raw.dovecot_config,
+            dicts,
+            server: raw.server,
+            log: raw.log,
+            data_dir: raw.data_dir,
+        })
+    }
+
+    /// Every dict to serve: those of `dovecot_config` (if set, read now), then `[dicts]`,
+    /// whose entries replace a dovecot.conf dict of the same name.
+    pub fn all_dicts(&self) -> Result<Vec<DictEntry>, ConfigError> {
+        let mut all = match &self.dovecot_config {
+            Some(path) => DovecotConfig::load(path)?.dicts,
+            None => Vec::new(),
+        };
+        for dict in &self.dicts {
+            match all.iter_mut().find(|d| d.name == dict.name) {
+                Some(old) => *old = dict.clone(),
+                None => all.push(dict.clone()),
+            }
+        }
+        Ok(all)
+    }
+}
+
+impl FromStr for ServerToml {
+    type Err = ConfigError;
+
+    /// Messages name the file `<string>`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::parse_str(text, "<string>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        ServerToml::parse_str(text, "/etc/dict-rs.toml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = ServerToml::from_str("").unwrap();
+        assert_eq!(c.listener, ListenerSettings::default());
+        assert_eq!(
+            (
+                c.listener.mode,
+                c.listener.backlog,
+                c.listener.max_connections
+            ),
+            (0o660, 1024, 10_000)
+        );
+        assert_eq!(c.server.request_timeout(), Duration::from_millis(5000));
+        assert_eq!(
+            (
+                c.server.max_pending_per_connection,
+                c.server.shutdown_timeout_ms
+            ),
+            (1000, 10_000)
+        );
+        assert_eq!(
+            (c.log.level.as_str(), c.log.format),
+            ("info", LogFormat::Text)
+        );
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/dict-rs"));
+        assert!(c.dicts.is_empty() && c.dovecot_config.is_none());
+    }
+
+    #[test]
+    fn full_file() {
+        let c = ServerToml::parse_str(
+            "dovecot_config = \"/etc/dovecot/dovecot.conf\"\ndata_dir = \"/srv/dict\"\n\
+             [listener]\npath = \"/run/dovecot/dict\"\nmode = \"0600\"\nuser = \"root\"\n\
+             group = \"dovecot\"\nbacklog = 64\nmax_connections = 5\n\
+             [dicts]\nzz = \"redis:db=2\"\nquota = \"sqlite:/etc/q.conf\"\n\
+             [server]\nmax_pending_per_connection = 10\nrequest_timeout_ms = 1\nshutdown_timeout_ms = 2\n\
+             [log]\nlevel = \"debug\"\nformat = \"json\"\n",
+            "/etc/dict-rs.toml",
+        )
+        .unwrap();
+        assert_eq!(c.listener.mode, 0o600);
+        assert_eq!(c.listener.group.as_deref(), Some("dovecot"));
+        assert_eq!((c.listener.backlog, c.listener.max_connections), (64, 5));
+        let dicts: Vec<_> = c
+            .dicts
+            .iter()
+            .map(|d| (d.name.as_str(), d.origin.line))
+            .collect();
+        assert_eq!(dicts, vec![("zz", 11), ("quota", 12)]);
+        assert_eq!(c.server.max_pending_per_connection, 10);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.data_dir, PathBuf::from("/srv/dict"));
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let e = err("[listener]\nmode = \"0660\"\nbogus = 1\n");
+        assert!(
+            e.starts_with("/etc/dict-rs.toml:3: unknown field `bogus`"),
+            "{e}"
+        );
+        let e = err("[listener]\n\nmode = \"rw\"\n");
+        assert!(
+            e.starts_with("/etc/dict-rs.toml:3: invalid mode 'rw'"),
+            "{e}"
+        );
+        let e = err("[log]\nformat = \"xml\"\n");
+        assert!(
+            e.starts_with("/etc/dict-rs.toml:2: unknown variant `xml`"),
+            "{e}"
+        );
+        assert_eq!(
+            err("[dicts]\nok = \"redis:\"\nbad = \"redis:foo=1\"\n"),
+            "/etc/dict-rs.toml:3: dict 'bad': Unknown parameter: foo"
+        );
+    }
+}

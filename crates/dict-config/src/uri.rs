@@ -1,0 +1,272 @@
+//! Dovecot 2.3 dict URIs (`dict { name = <uri> }`) for the drivers we serve
+//! (dict-protocol.md §6.3.1, §6.4.1, §7.1).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::error::ConfigError;
+
+/// A dict URI split into its driver and that driver's arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DictUri {
+    /// `sqlite:`, `mysql:` or `pgsql:` followed by the path of a map file
+    /// (see [`SqlMapFile`](crate::SqlMapFile)). Dovecot 2.3 has no `sql:` scheme.
+    Sql {
+        driver: SqlDriver,
+        map_path: PathBuf,
+    },
+    /// `redis:` followed by `:`-separated `key=value` parameters.
+    Redis(RedisParams),
+}
+
+/// The SQL driver named by the URI scheme; it decides how the map file's `connect`
+/// string is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SqlDriver {
+    Sqlite,
+    Mysql,
+    Pgsql,
+}
+
+impl SqlDriver {
+    /// The URI scheme, as Dovecot spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SqlDriver::Sqlite => "sqlite",
+            SqlDriver::Mysql => "mysql",
+            SqlDriver::Pgsql => "pgsql",
+        }
+    }
+}
+
+impl fmt::Display for SqlDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Parameters of a `redis:` URI, with Dovecot's defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisParams {
+    /// Dovecot 2.3 accepts only IP literals here; we also accept host names.
+    pub host: String,
+    pub port: u16,
+    /// UNIX socket; when set, `host` and `port` are not used.
+    pub path: Option<PathBuf>,
+    /// Put in front of every Redis key.
+    pub prefix: String,
+    /// Selected after each connect when non-zero.
+    pub db: u32,
+    /// `EXPIRE` sent after every SET and INCRBY; never 0.
+    pub expire_secs: Option<u32>,
+    /// Lookup and commit timeout.
+    pub timeout_msecs: u32,
+    pub password: Option<String>,
+    /// Our extension: the Redis 6 ACL user for `AUTH <user> <password>`.
+    pub user: Option<String>,
+    /// Our extension: `tls=yes` connects with TLS.
+    pub tls: bool,
+}
+
+impl Default for RedisParams {
+    fn default() -> Self {
+        RedisParams {
+            host: "127.0.0.1".into(),
+            port: 6379,
+            path: None,
+            prefix: String::new(),
+            db: 0,
+            expire_secs: None,
+            timeout_msecs: 30_000,
+            password: None,
+            user: None,
+            tls: false,
+        }
+    }
+}
+
+const SUPPORTED: &str = "sqlite, mysql, pgsql, redis";
+
+impl DictUri {
+    /// Parses the URI configured for dict `name`; `name` only appears in error messages.
+    /// Errors carry no file position: use [`ConfigError::at`] or
+    /// [`DictEntry::parse_uri`](crate::DictEntry::parse_uri) to add one.
+    pub fn parse(name: &str, uri: &str) -> Result<DictUri, ConfigError> {
+        let fail = |message: String| ConfigError::Dict {
+            origin: None,
+            name: name.to_string(),
+            message,
+        };
+        let Some((scheme, args)) = uri.split_once(':') else {
+            return Err(fail(format!(
+                "invalid dict URI '{uri}' (expected <driver>:<arguments>, supported: {SUPPORTED})"
+            )));
+        };
+        let driver = match scheme {
+            "sqlite" => SqlDriver::Sqlite,
+            "mysql" => SqlDriver::Mysql,
+            "pgsql" => SqlDriver::Pgsql,
+            "redis" => return RedisParams::parse(args).map(DictUri::Redis).map_err(fail),
+            _ => {
+                return Err(fail(format!(
+                    "unknown dict driver '{scheme}' in '{uri}' (supported: {SUPPORTED})"
+                )))
+            }
+        };
+        if args.is_empty() {
+            return Err(fail(format!("missing map file path in '{uri}'")));
+        }
+        Ok(DictUri::Sql {
+            driver,
+            map_path: PathBuf::from(args),
+        })
+    }
+}
+
+impl RedisParams {
+    /// Parses the part after `redis:`. Values can't contain `:`, which is why an IPv6
+    /// literal can't be given as `host`.
+    fn parse(args: &str) -> Result<RedisParams, String> {
+        let mut params = RedisParams::default();
+        for item in args.split(':').filter(|s| !s.is_empty()) {
+            let (key, value) = item.split_once('=').unwrap_or((item, ""));
+            let invalid = || format!("Invalid {key} value: '{value}'");
+            match key {
+                "host" if !value.is_empty() => params.host = value.to_string(),
+                "host" => return Err(invalid()),
+                "port" => {
+                    params.port = value.parse().ok().filter(|p| *p != 0).ok_or_else(invalid)?
+                }
+                "path" if !value.is_empty() => params.path = Some(PathBuf::from(value)),
+                "path" => return Err(invalid()),
+                "prefix" => params.prefix = value.to_string(),
+                "db" => params.db = value.parse().map_err(|_| invalid())?,
+                "expire_secs" => {
+                    let secs: u32 = value.parse().map_err(|_| invalid())?;
+                    if secs == 0 {
+                        return Err("expire_secs must be > 0".into());
+                    }
+                    params.expire_secs = Some(secs);
+                }
+                "timeout_msecs" => params.timeout_msecs = value.parse().map_err(|_| invalid())?,
+                "password" => params.password = Some(value.to_string()),
+                "user" => params.user = Some(value.to_string()),
+                "tls" => {
+                    params.tls = match value {
+                        "yes" => true,
+                        "no" => false,
+                        _ => {
+                            return Err(format!(
+                                "Invalid tls value: '{value}' (expected yes or no)"
+                            ))
+                        }
+                    }
+                }
+                _ => return Err(format!("Unknown parameter: {key}")),
+            }
+        }
+        Ok(params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(uri: &str) -> String {
+        DictUri::parse("x", uri).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn sql_schemes_take_the_map_path() {
+        for (scheme, driver) in [
+            ("sqlite", SqlDriver::Sqlite),
+            ("mysql", SqlDriver::Mysql),
+            ("pgsql", SqlDriver::Pgsql),
+        ] {
+            let uri = format!("{scheme}:/etc/dovecot/dovecot-dict-sql.conf.ext");
+            assert_eq!(
+                DictUri::parse("quota", &uri).unwrap(),
+                DictUri::Sql {
+                    driver,
+                    map_path: "/etc/dovecot/dovecot-dict-sql.conf.ext".into()
+                }
+            );
+        }
+        assert_eq!(
+            err("sqlite:"),
+            "dict 'x': missing map file path in 'sqlite:'"
+        );
+    }
+
+    #[test]
+    fn unknown_scheme_names_the_dict() {
+        assert_eq!(
+            err("foo:bar"),
+            "dict 'x': unknown dict driver 'foo' in 'foo:bar' (supported: sqlite, mysql, pgsql, redis)"
+        );
+        assert!(err("file:/var/x").contains("unknown dict driver 'file'"));
+        assert!(err("nocolon").contains("invalid dict URI 'nocolon'"));
+    }
+
+    #[test]
+    fn redis_defaults() {
+        assert_eq!(
+            DictUri::parse("r", "redis:").unwrap(),
+            DictUri::Redis(RedisParams::default())
+        );
+        let p = RedisParams::default();
+        assert_eq!(
+            (p.host.as_str(), p.port, p.timeout_msecs),
+            ("127.0.0.1", 6379, 30_000)
+        );
+    }
+
+    #[test]
+    fn redis_all_parameters() {
+        let uri = "redis:host=redis.example.org:port=6380:prefix=pfx/:db=3:expire_secs=100:\
+                   timeout_msecs=500:password=pw:user=dict:tls=yes";
+        let DictUri::Redis(p) = DictUri::parse("r", uri).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            p,
+            RedisParams {
+                host: "redis.example.org".into(),
+                port: 6380,
+                path: None,
+                prefix: "pfx/".into(),
+                db: 3,
+                expire_secs: Some(100),
+                timeout_msecs: 500,
+                password: Some("pw".into()),
+                user: Some("dict".into()),
+                tls: true,
+            }
+        );
+        let DictUri::Redis(p) = DictUri::parse("r", "redis:path=/run/redis.sock:tls=no").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((p.path, p.tls), (Some("/run/redis.sock".into()), false));
+    }
+
+    #[test]
+    fn redis_bad_parameters() {
+        assert_eq!(
+            err("redis:host=127.0.0.1:foo=1"),
+            "dict 'x': Unknown parameter: foo"
+        );
+        assert_eq!(
+            err("redis:expire_secs=0"),
+            "dict 'x': expire_secs must be > 0"
+        );
+        assert_eq!(
+            err("redis:port=http"),
+            "dict 'x': Invalid port value: 'http'"
+        );
+        assert_eq!(err("redis:db=-1"), "dict 'x': Invalid db value: '-1'");
+        assert!(err("redis:timeout_msecs=soon").contains("Invalid timeout_msecs value"));
+        assert!(err("redis:tls=maybe").contains("Invalid tls value: 'maybe'"));
+    }
+}
