@@ -1,0 +1,119 @@
+//! Dict backends behind one trait, [`Dict`]. A backend knows keys, values and transactions;
+//! it never sees protocol framing. The server validates keys (`priv/` needs a username,
+//! nothing outside `priv/` and `shared/`) before they reach a backend.
+
+mod memory;
+pub mod redis;
+pub mod sql;
+mod transaction;
+
+pub use memory::MemoryDict;
+pub use transaction::{Change, Transaction};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+/// The two key namespaces (§5).
+pub const PRIV_PREFIX: &[u8] = b"priv/";
+/// Keys shared by all users.
+pub const SHARED_PREFIX: &[u8] = b"shared/";
+
+/// Iterate flags as the backend sees them (the protocol's bits, decoded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IterateOptions {
+    /// Include every deeper level, not only the next one.
+    pub recurse: bool,
+    /// Sort rows by key.
+    pub sort_by_key: bool,
+    /// Sort rows by value (when not sorting by key).
+    pub sort_by_value: bool,
+    /// Keys only: rows come back with one empty value.
+    pub no_value: bool,
+    /// Only the row whose key equals the path.
+    pub exact_key: bool,
+    /// Stop after this many rows (0: no limit).
+    pub max_rows: u64,
+}
+
+/// One iteration row: the full key and its values (one per value column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IterRow {
+    /// The full key, e.g. `shared/kv/a/b`.
+    pub key: Vec<u8>,
+    /// Values; a single empty value when the caller asked for no values.
+    pub values: Vec<Vec<u8>>,
+}
+
+/// What a commit did, as Dovecot's commit results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitResult {
+    /// Everything was written.
+    Ok,
+    /// Written, but an atomic increment found no row to change.
+    NotFound,
+    /// Nothing was written; the text says why.
+    Failed(String),
+    /// The outcome is unknown (the backend went away during the commit).
+    WriteUncertain(String),
+}
+
+/// A lookup or iteration failure; the text is what the client gets in its `F` reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DictError(pub String);
+
+impl DictError {
+    /// A failure with this text.
+    pub fn new(msg: impl Into<String>) -> Self {
+        DictError(msg.into())
+    }
+}
+
+/// The text Dovecot uses when a backend lacks an operation.
+pub const UNSUPPORTED: &str = "Unsupported operation (dict does not support this feature)";
+
+/// A configured dict: one object per dict name, shared by all connections using that name,
+/// so backends pool their own connections.
+#[async_trait]
+pub trait Dict: Send + Sync + 'static {
+    /// All values of `key` (several for multi-column maps), or `None` when there is no such key.
+    /// `username` is empty for `shared/` keys.
+    async fn lookup(&self, key: &[u8], username: &[u8]) -> Result<Option<Vec<Vec<u8>>>, DictError>;
+
+    /// Rows under `path`. The stream ends after the last row or after the first error.
+    fn iterate(
+        &self,
+        path: &[u8],
+        username: &[u8],
+        options: IterateOptions,
+    ) -> BoxStream<'static, Result<IterRow, DictError>>;
+
+    /// Applies all changes of `txn` atomically where the backend can, in order.
+    async fn commit(&self, txn: Transaction) -> CommitResult;
+
+    /// Checks that the backend is reachable and its tables look right; used at start-up and
+    /// by the config check. The default has nothing to check.
+    async fn check(&self) -> Result<(), DictError> {
+        Ok(())
+    }
+}
+
+/// True when `key` is in a namespace a backend understands.
+pub fn key_namespace(key: &[u8]) -> Option<Namespace> {
+    if key.starts_with(PRIV_PREFIX) {
+        Some(Namespace::Private)
+    } else if key.starts_with(SHARED_PREFIX) {
+        Some(Namespace::Shared)
+    } else {
+        None
+    }
+}
+
+/// The namespace of a key (§5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namespace {
+    /// `priv/`: per user; needs a username.
+    Private,
+    /// `shared/`: global; the username is ignored.
+    Shared,
+}

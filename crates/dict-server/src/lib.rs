@@ -1,0 +1,17 @@
+//! A drop-in replacement for Dovecot's `dict` server: one tokio process serving the dict
+//! proxy protocol on a UNIX socket, with dicts configured from Dovecot's own files.
+//!
+//! The binary is a thin layer over this library, so tests run the same server in-process.
+
+pub mod command;
+pub mod connection;
+pub mod listener;
+pub mod registry;
+pub mod reply_queue;
+pub mod server;
+pub mod setup;
+pub mod transactions;
+
+pub use connection::ConnectionSettings;
+pub use registry::Registry;
+pub use server::{run, ServerSettings};

@@ -1,0 +1,222 @@
+//! From configuration to running dicts: which dicts exist, which backend serves each, and
+//! where to listen. Also the embedded default used when the server is started bare.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use dict_backend::sql::{SqlDict, SqlOptions};
+use dict_backend::Dict;
+use dict_config::{DictEntry, DictUri, DovecotConfig, ServerToml, SqlMapFile};
+use tracing::info;
+
+use crate::listener::ListenerSettings;
+use crate::registry::Registry;
+
+/// Everything the server needs to start, from whichever configuration was given.
+#[derive(Debug)]
+pub struct Plan {
+    /// The dicts by name, with their URIs.
+    pub dicts: Vec<DictEntry>,
+    /// The sockets to serve.
+    pub listeners: Vec<ListenerSettings>,
+    /// Server limits and timeouts.
+    pub server: dict_config::ServerSettings,
+    /// Create missing SQLite files (the embedded default only).
+    pub create_sqlite: bool,
+    /// The directory of the embedded default.
+    pub data_dir: Option<PathBuf>,
+    /// Log settings.
+    pub log: dict_config::LogSettings,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+/// Dovecot's default listener mode and group for the dict socket.
+const DEFAULT_MODE: u32 = 0o660;
+
+fn listener_from(path: PathBuf, toml: &dict_config::ListenerSettings) -> ListenerSettings {
+    ListenerSettings {
+        path,
+        mode: toml.mode,
+        user: toml.user.clone(),
+        group: toml.group.clone(),
+        backlog: i32::try_from(toml.backlog).unwrap_or(i32::MAX),
+    }
+}
+
+/// Builds the plan from the command line's files. `listen` overrides every socket path.
+pub fn plan(dovecot_config: Option<&Path>, toml: Option<&Path>, listen: Option<&Path>, data_dir: Option<&Path>) -> Result<Plan> {
+    let toml_cfg = match toml {
+        Some(path) => ServerToml::load(path)?,
+        None => "".parse::<ServerToml>()?,
+    };
+    let mut dicts = toml_cfg.all_dicts()?;
+    let mut listeners = Vec::new();
+    if let Some(path) = dovecot_config {
+        let dovecot = DovecotConfig::load(path)?;
+        for entry in dovecot.dicts {
+            dicts.retain(|d: &DictEntry| d.name != entry.name);
+            dicts.push(entry);
+        }
+        for l in &dovecot.dict_listeners {
+            listeners.push(ListenerSettings {
+                path: l.path.clone(),
+                mode: l.mode.unwrap_or(DEFAULT_MODE),
+                user: l.user.clone(),
+                group: l.group.clone(),
+                backlog: i32::try_from(toml_cfg.listener.backlog).unwrap_or(i32::MAX),
+            });
+        }
+    }
+    if let Some(path) = &toml_cfg.listener.path {
+        listeners = vec![listener_from(path.clone(), &toml_cfg.listener)];
+    }
+    let mut create_sqlite = false;
+    let mut default_data_dir = None;
+    if dicts.is_empty() && dovecot_config.is_none() && toml.is_none() {
+        let dir = data_dir.map(Path::to_path_buf).unwrap_or_else(default_data_dir_path);
+        dicts = embedded_default(&dir)?;
+        create_sqlite = true;
+        if listeners.is_empty() && listen.is_none() {
+            listeners.push(listener_from(default_socket_path(&dir), &toml_cfg.listener));
+        }
+        default_data_dir = Some(dir);
+    }
+    if let Some(path) = listen {
+        let mut l = listeners.into_iter().next().unwrap_or_else(|| listener_from(path.to_path_buf(), &toml_cfg.listener));
+        l.path = path.to_path_buf();
+        listeners = vec![l];
+    }
+    if listeners.is_empty() {
+        listeners.push(listener_from(PathBuf::from(dict_config::DEFAULT_BASE_DIR).join("dict"), &toml_cfg.listener));
+    }
+    if dicts.is_empty() {
+        bail!("no dicts configured: give a Dovecot config with a dict {{ }} block, or [dicts] in the TOML file");
+    }
+    Ok(Plan {
+        dicts,
+        listeners,
+        max_connections: toml_cfg.listener.max_connections,
+        server: toml_cfg.server,
+        create_sqlite,
+        data_dir: default_data_dir,
+        log: toml_cfg.log,
+    })
+}
+
+/// Root keeps state where a system service would; anyone else next to where they are.
+fn default_data_dir_path() -> PathBuf {
+    if nix::unistd::Uid::effective().is_root() {
+        PathBuf::from("/var/lib/dict-rs")
+    } else {
+        PathBuf::from("dict-rs-data")
+    }
+}
+
+fn default_socket_path(data_dir: &Path) -> PathBuf {
+    if nix::unistd::Uid::effective().is_root() {
+        PathBuf::from(dict_config::DEFAULT_BASE_DIR).join("dict")
+    } else {
+        data_dir.join("dict.sock")
+    }
+}
+
+/// The map file of the embedded default: quota_clone's two keys, plus any other key.
+pub const EMBEDDED_MAP: &str = r#"# dict-rs embedded default: written once, yours to edit.
+connect = @DB@
+
+# quota_clone: priv/quota/storage and priv/quota/messages share one row per user
+map {
+  pattern = priv/quota/storage
+  table = quota
+  username_field = username
+  value_field = bytes
+  value_type = uint
+}
+map {
+  pattern = priv/quota/messages
+  table = quota
+  username_field = username
+  value_field = messages
+  value_type = uint
+}
+# every other key
+map {
+  pattern = priv/$key
+  table = dict_priv
+  username_field = username
+  value_field = value
+  fields {
+    dict_key = $key
+  }
+}
+map {
+  pattern = shared/$key
+  table = dict_shared
+  value_field = value
+  fields {
+    dict_key = $key
+  }
+}
+"#;
+
+/// Tables of the embedded default.
+pub const EMBEDDED_SCHEMA: &str = "\
+CREATE TABLE IF NOT EXISTS quota (username TEXT NOT NULL PRIMARY KEY, bytes INTEGER NOT NULL DEFAULT 0, messages INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS dict_priv (username TEXT NOT NULL, dict_key TEXT NOT NULL, value TEXT, PRIMARY KEY (username, dict_key));
+CREATE TABLE IF NOT EXISTS dict_shared (dict_key TEXT NOT NULL PRIMARY KEY, value TEXT);
+";
+
+/// Writes the embedded map file (unless present) and returns dict `quota` on it.
+fn embedded_default(dir: &Path) -> Result<Vec<DictEntry>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    let dir = dir.canonicalize().with_context(|| format!("data directory {}", dir.display()))?;
+    let map_path = dir.join("dict-sql.conf.ext");
+    if !map_path.exists() {
+        let db = dir.join("dict.db");
+        std::fs::write(&map_path, EMBEDDED_MAP.replace("@DB@", &db.display().to_string()))
+            .with_context(|| format!("writing {}", map_path.display()))?;
+    }
+    let origin = dict_config::Origin::new(map_path.clone(), 1);
+    Ok(vec![DictEntry { name: "quota".into(), uri: format!("sqlite:{}", map_path.display()), origin }])
+}
+
+/// Creates the embedded default's tables (idempotent).
+async fn create_embedded_schema(db: &Path) -> Result<()> {
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{ConnectOptions, Executor};
+    let mut conn = SqliteConnectOptions::new().filename(db).create_if_missing(true).connect().await
+        .with_context(|| format!("opening {}", db.display()))?;
+    conn.execute(EMBEDDED_SCHEMA).await.with_context(|| format!("creating tables in {}", db.display()))?;
+    Ok(())
+}
+
+/// Opens every dict of the plan. A dict whose backend cannot be set up is a start-up error
+/// naming it; a database that is merely down is not (it is connected to on first use).
+pub async fn open_dicts(plan: &Plan) -> Result<Registry> {
+    let mut registry = Registry::new();
+    let timeout = plan.server.request_timeout();
+    for entry in &plan.dicts {
+        let dict = open_dict(entry, timeout, plan.create_sqlite).await
+            .with_context(|| format!("{}: dict '{}' ({})", entry.origin, entry.name, entry.uri))?;
+        info!(dict = %entry.name, uri = %entry.uri, "dict ready");
+        registry.insert(&entry.name, dict);
+    }
+    Ok(registry)
+}
+
+async fn open_dict(entry: &DictEntry, timeout: Duration, create_sqlite: bool) -> Result<Arc<dyn Dict>> {
+    match entry.parse_uri()? {
+        DictUri::Sql { driver, map_path } => {
+            let map_file = SqlMapFile::load(&map_path)?;
+            if create_sqlite && driver == dict_config::SqlDriver::Sqlite {
+                create_embedded_schema(Path::new(map_file.connect.trim())).await?;
+            }
+            let options = SqlOptions { timeout, create_sqlite, ..SqlOptions::default() };
+            Ok(Arc::new(SqlDict::connect(driver, map_file, options).await?))
+        }
+        DictUri::Redis(_params) => bail!("redis dicts are not supported yet"),
+    }
+}
