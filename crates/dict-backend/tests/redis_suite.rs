@@ -257,6 +257,145 @@ async fn key_layout_is_dovecots() {
     cleanup(&mut r, &prefix).await;
 }
 
+/// Commands the test server receives from the dict's connection, as `MONITOR` prints them
+/// (without timestamp and client), until the dict looks up `shared/END`.
+struct Monitor {
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::TcpStream>>,
+}
+
+impl Monitor {
+    async fn start() -> Monitor {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let env = env();
+        let mut sock = tokio::net::TcpStream::connect((env.host.as_str(), env.port))
+            .await
+            .unwrap();
+        sock.write_all(b"*1\r\n$7\r\nMONITOR\r\n").await.unwrap();
+        let mut lines = tokio::io::BufReader::new(sock).lines();
+        assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("+OK"));
+        Monitor { lines }
+    }
+
+    /// The commands of the one client that used `prefix`, up to the `GET` of `END`.
+    async fn commands(mut self, prefix: &str) -> Vec<String> {
+        let end = format!("\"GET\" \"{prefix}END\"");
+        let mut seen = Vec::new();
+        let read_all = async {
+            while let Some(line) = self.lines.next_line().await.unwrap() {
+                let done = line.ends_with(&end);
+                seen.push(line);
+                if done {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read_all)
+            .await
+            .expect("MONITOR shows the END lookup");
+        // `+1795900865.690280 [0 127.0.0.1:44730] "GET" "key"`
+        let split = |line: &str| {
+            let (client, command) = line.split_once("] ").unwrap();
+            (client.split_once(" [").unwrap().1.to_string(), command.to_string())
+        };
+        let ours = seen
+            .iter()
+            .map(|l| split(l))
+            .find(|(_, command)| command.contains(prefix))
+            .expect("the dict's commands")
+            .0;
+        seen.iter()
+            .map(|l| split(l))
+            .filter(|(client, _)| *client == ours)
+            .map(|(_, command)| command)
+            .collect()
+    }
+}
+
+/// The MONITOR transcript of dict-protocol.md §6.4.3, and what connects send.
+#[tokio::test]
+async fn commands_match_dovecots_monitor_transcript() {
+    let prefix = format!("{}pfx/", unique_prefix());
+    let p = |s: &str| s.replace("P/", &prefix);
+    let monitor = Monitor::start().await;
+    let d = dict(&RedisParams {
+        expire_secs: Some(100),
+        ..params(&prefix)
+    });
+    commit_ok(
+        &d,
+        txn(
+            r"user/a\b",
+            vec![
+                set("priv/quota/storage", "100"),
+                set("shared/x/y", "v\tal"),
+            ],
+        ),
+    )
+    .await;
+    commit_ok(
+        &d,
+        txn("dave", vec![inc("priv/quota/storage", 10), unset("shared/x/y")]),
+    )
+    .await;
+    assert_eq!(lookup(&d, "shared/END", "").await, None);
+    // MONITOR escapes `\` as `\\`; the key itself is `P/user\-a\\b/quota/storage`
+    let want = [
+        r#""MULTI""#,
+        r#""SET" "P/user\\-a\\\\b/quota/storage" "100""#,
+        r#""EXPIRE" "P/user\\-a\\\\b/quota/storage" "100""#,
+        r#""SET" "P/x/y" "v\tal""#,
+        r#""EXPIRE" "P/x/y" "100""#,
+        r#""EXEC""#,
+        // ours only: the check before a transaction with increments
+        r#""TYPE" "P/dave/quota/storage""#,
+        r#""MGET" "P/dave/quota/storage""#,
+        r#""MULTI""#,
+        r#""INCRBY" "P/dave/quota/storage" "10""#,
+        r#""EXPIRE" "P/dave/quota/storage" "100""#,
+        r#""DEL" "P/x/y""#,
+        r#""EXEC""#,
+        r#""GET" "P/END""#,
+    ];
+    assert_eq!(
+        monitor.commands(&prefix).await,
+        want.iter().map(|s| p(s)).collect::<Vec<_>>()
+    );
+
+    // a connect sends AUTH and SELECT, nothing else
+    let user = format!("mon-{}", COUNTER.fetch_add(1, Ordering::Relaxed));
+    let mut r = raw().await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg(">pw")
+        .arg("~*")
+        .arg("+@all")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let monitor = Monitor::start().await;
+    let d = dict(&RedisParams {
+        db: 3,
+        user: Some(user.clone()),
+        password: Some("pw".into()),
+        ..params(&prefix)
+    });
+    assert_eq!(lookup(&d, "shared/END", "").await, None);
+    // MONITOR hides AUTH's arguments
+    assert_eq!(
+        monitor.commands(&prefix).await,
+        [r#""AUTH" "(redacted)" "(redacted)""#.to_string(), r#""SELECT" "3""#.into(), p(r#""GET" "P/END""#)]
+    );
+    let _: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    cleanup(&mut r, &prefix).await;
+}
+
 #[tokio::test]
 async fn lookup_found_missing_and_per_user() {
     let prefix = unique_prefix();

@@ -4,6 +4,7 @@
 use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::escape::find_byte;
 use crate::{Hello, ReplyStyle, Request, ServerLine, MAX_LINE_LENGTH};
 
 /// Errors of the codecs.
@@ -31,7 +32,10 @@ pub struct LineDecoder {
 impl LineDecoder {
     /// A decoder refusing lines longer than `max_length` bytes, LF included.
     pub fn new(max_length: usize) -> Self {
-        LineDecoder { max_length, scanned: 0 }
+        LineDecoder {
+            max_length,
+            scanned: 0,
+        }
     }
 
     /// True when `buf` holds at least one complete line.
@@ -40,17 +44,28 @@ impl LineDecoder {
     }
 }
 
+/// The first LF. Most lines are short: look at their first bytes without memchr's call and
+/// setup, and let memchr search the rest of the buffer.
+#[inline]
+fn find_lf(buf: &[u8]) -> Option<usize> {
+    const HEAD: usize = 56;
+    let (head, tail) = buf.split_at(buf.len().min(HEAD));
+    find_byte(b'\n', head).or_else(|| memchr::memchr(b'\n', tail).map(|p| p + HEAD))
+}
+
 impl Decoder for LineDecoder {
     type Item = BytesMut;
     type Error = CodecError;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
         let start = self.scanned.min(buf.len());
-        match memchr::memchr(b'\n', &buf[start..]) {
+        match find_lf(&buf[start..]) {
             Some(pos) => {
                 let end = start + pos;
                 if end + 1 > self.max_length {
-                    return Err(CodecError::LineTooLong { limit: self.max_length });
+                    return Err(CodecError::LineTooLong {
+                        limit: self.max_length,
+                    });
                 }
                 self.scanned = 0;
                 let mut line = buf.split_to(end + 1);
@@ -60,7 +75,9 @@ impl Decoder for LineDecoder {
                 }
                 Ok(Some(line))
             }
-            None if buf.len() >= self.max_length => Err(CodecError::LineTooLong { limit: self.max_length }),
+            None if buf.len() >= self.max_length => Err(CodecError::LineTooLong {
+                limit: self.max_length,
+            }),
             None => {
                 self.scanned = buf.len();
                 Ok(None)
@@ -92,7 +109,10 @@ pub struct ServerCodec {
 impl ServerCodec {
     /// A codec with Dovecot's input limit; the style is set once the hello is read.
     pub fn new() -> Self {
-        ServerCodec { lines: LineDecoder::new(MAX_LINE_LENGTH), style: ReplyStyle::ASYNC_MULTI }
+        ServerCodec {
+            lines: LineDecoder::new(MAX_LINE_LENGTH),
+            style: ReplyStyle::ASYNC_MULTI,
+        }
     }
     /// Sets the reply style (from the hello).
     pub fn set_style(&mut self, style: ReplyStyle) {
@@ -146,7 +166,9 @@ impl ClientCodec {
 
     /// A codec accepting server lines up to `max_line` bytes.
     pub fn new(max_line: usize) -> Self {
-        ClientCodec { lines: LineDecoder::new(max_line) }
+        ClientCodec {
+            lines: LineDecoder::new(max_line),
+        }
     }
 }
 
@@ -193,10 +215,16 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&vec![b'x'; MAX_LINE_LENGTH - 1]);
         buf.extend_from_slice(b"\n");
-        assert_eq!(d.decode(&mut buf).unwrap().unwrap().len(), MAX_LINE_LENGTH - 1);
+        assert_eq!(
+            d.decode(&mut buf).unwrap().unwrap().len(),
+            MAX_LINE_LENGTH - 1
+        );
         buf.extend_from_slice(&vec![b'x'; MAX_LINE_LENGTH]);
         buf.extend_from_slice(b"\n");
-        assert!(matches!(d.decode(&mut buf), Err(CodecError::LineTooLong { .. })));
+        assert!(matches!(
+            d.decode(&mut buf),
+            Err(CodecError::LineTooLong { .. })
+        ));
     }
 
     #[test]

@@ -42,7 +42,11 @@ impl<'a> Hello<'a> {
 
     /// The hello a Dovecot 2.4 client sends for `dict_name`.
     pub fn v4(dict_name: &'a [u8]) -> Self {
-        Hello { major: MAJOR_V4, minor: 0, ..Hello::v3(dict_name) }
+        Hello {
+            major: MAJOR_V4,
+            minor: 0,
+            ..Hello::v3(dict_name)
+        }
     }
 
     /// Parses and checks a hello line (without its LF) as the 2.3 and 2.4 servers do:
@@ -57,9 +61,16 @@ impl<'a> Hello<'a> {
         let (Some(major), Some(minor), Some(value_type), Some(username), Some(dict_name)) =
             (next(), next(), next(), next(), next())
         else {
-            return Err(ProtocolError::FieldCount { command: "HELLO", expected: "at least 5", got: split_raw(&line[1..]).count() });
+            return Err(ProtocolError::FieldCount {
+                command: "HELLO",
+                expected: "at least 5",
+                got: split_raw(&line[1..]).count(),
+            });
         };
-        let bad = |field| ProtocolError::BadNumber { command: "HELLO", field };
+        let bad = |field| ProtocolError::BadNumber {
+            command: "HELLO",
+            field,
+        };
         let major = parse_u32(&unescape(major)).ok_or(bad("major version"))?;
         if major != MAJOR_V3 && major != MAJOR_V4 {
             return Err(ProtocolError::UnsupportedVersion(major));
@@ -75,7 +86,13 @@ impl<'a> Hello<'a> {
         if major == MAJOR_V3 && value_type >= 2 {
             return Err(ProtocolError::InvalidValueType(value_type));
         }
-        Ok(Hello { major, minor, value_type, username: unescape(username), dict_name: unescape(dict_name) })
+        Ok(Hello {
+            major,
+            minor,
+            value_type,
+            username: unescape(username),
+            dict_name: unescape(dict_name),
+        })
     }
 
     /// Appends the hello line, with its LF.
@@ -121,11 +138,23 @@ pub struct ReplyStyle {
 
 impl ReplyStyle {
     /// Minor 0: replies strictly in command order, bare lines.
-    pub const ORDERED: ReplyStyle = ReplyStyle { async_ids: false, timings: false, multi_value: false };
+    pub const ORDERED: ReplyStyle = ReplyStyle {
+        async_ids: false,
+        timings: false,
+        multi_value: false,
+    };
     /// Minor 1: async ids and timings, single-value lookups.
-    pub const ASYNC: ReplyStyle = ReplyStyle { async_ids: true, timings: true, multi_value: false };
+    pub const ASYNC: ReplyStyle = ReplyStyle {
+        async_ids: true,
+        timings: true,
+        multi_value: false,
+    };
     /// Minor 2 and above, and every 2.4 connection.
-    pub const ASYNC_MULTI: ReplyStyle = ReplyStyle { async_ids: true, timings: true, multi_value: true };
+    pub const ASYNC_MULTI: ReplyStyle = ReplyStyle {
+        async_ids: true,
+        timings: true,
+        multi_value: true,
+    };
 
     /// The style a Dovecot server uses for a hello with this major and minor.
     pub fn for_version(major: u32, minor: u32) -> Self {
@@ -154,9 +183,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_hellos() {
-        assert_eq!(Hello::parse(b"H2\t2\t0\t\tx"), Err(ProtocolError::UnsupportedVersion(2)));
-        assert_eq!(Hello::parse(b"H3\t2\t2\t\tx"), Err(ProtocolError::InvalidValueType(2)));
-        assert!(matches!(Hello::parse(b"H3\t2\t0\tx"), Err(ProtocolError::FieldCount { got: 4, .. })));
+        assert_eq!(
+            Hello::parse(b"H2\t2\t0\t\tx"),
+            Err(ProtocolError::UnsupportedVersion(2))
+        );
+        assert_eq!(
+            Hello::parse(b"H3\t2\t2\t\tx"),
+            Err(ProtocolError::InvalidValueType(2))
+        );
+        assert!(matches!(
+            Hello::parse(b"H3\t2\t0\tx"),
+            Err(ProtocolError::FieldCount { got: 4, .. })
+        ));
         assert_eq!(Hello::parse(b"Lkey"), Err(ProtocolError::NotHello));
         assert!(Hello::parse(b"H4\t0\tx\t\tq").is_ok());
     }

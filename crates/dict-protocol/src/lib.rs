@@ -4,7 +4,6 @@
 //! The protocol in our words is in `protocol-spec/README.md`; its test vectors are in
 //! `protocol-spec/vectors/` and are run by this crate's tests.
 
-
 mod error;
 pub mod escape;
 mod hello;

@@ -4,37 +4,49 @@
 use bytes::BufMut;
 use nom::bytes::complete::tag;
 use nom::character::complete::digit1;
-use nom::combinator::{all_consuming, map_res, opt, recognize};
+use nom::combinator::{all_consuming, map_opt, opt};
 use nom::{IResult, Parser};
 
-fn digits_to<T: std::str::FromStr>(input: &[u8]) -> IResult<&[u8], T> {
-    map_res(digit1, |d: &[u8]| {
-        // digit1 guarantees ASCII digits, so the str conversion cannot fail.
-        std::str::from_utf8(d).map_err(|_| ()).and_then(|s| s.parse::<T>().map_err(|_| ()))
+/// ASCII digits as a u64; `None` on overflow.
+fn decimal_u64(input: &[u8]) -> IResult<&[u8], u64, ()> {
+    map_opt(digit1, |digits: &[u8]| {
+        digits.iter().try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
     })
     .parse(input)
 }
 
-fn signed_to<T: std::str::FromStr>(input: &[u8]) -> IResult<&[u8], T> {
-    map_res(recognize((opt(tag(&b"-"[..])), digit1)), |d: &[u8]| {
-        std::str::from_utf8(d).map_err(|_| ()).and_then(|s| s.parse::<T>().map_err(|_| ()))
-    })
-    .parse(input)
+fn decimal_u32(input: &[u8]) -> IResult<&[u8], u32, ()> {
+    map_opt(decimal_u64, |n| u32::try_from(n).ok()).parse(input)
+}
+
+/// An optional `-`, then digits; the magnitude is read as u64 and must fit the sign.
+fn signed_i64(input: &[u8]) -> IResult<&[u8], i64, ()> {
+    let (rest, (minus, magnitude)) = (opt(tag(&b"-"[..])), decimal_u64).parse(input)?;
+    let value = match minus {
+        Some(_) => 0i64.checked_sub_unsigned(magnitude),
+        None => i64::try_from(magnitude).ok(),
+    };
+    value.map(|v| (rest, v)).ok_or(nom::Err::Error(()))
 }
 
 /// An unsigned 32-bit field (transaction ids, flags, minor versions).
+#[inline]
 pub fn parse_u32(field: &[u8]) -> Option<u32> {
-    all_consuming(digits_to::<u32>).parse(field).ok().map(|(_, v)| v)
+    all_consuming(decimal_u32).parse(field).ok().map(|(_, v)| v)
 }
 
 /// An unsigned 64-bit field (`max_rows`).
+#[inline]
 pub fn parse_u64(field: &[u8]) -> Option<u64> {
-    all_consuming(digits_to::<u64>).parse(field).ok().map(|(_, v)| v)
+    all_consuming(decimal_u64).parse(field).ok().map(|(_, v)| v)
 }
 
 /// A signed 64-bit field (inc diff, timestamp seconds).
+#[inline]
 pub fn parse_i64(field: &[u8]) -> Option<i64> {
-    all_consuming(signed_to::<i64>).parse(field).ok().map(|(_, v)| v)
+    all_consuming(signed_i64).parse(field).ok().map(|(_, v)| v)
 }
 
 /// Appends the decimal form of `n`.
@@ -65,6 +77,12 @@ mod tests {
         assert_eq!(parse_i64(b"-4"), Some(-4));
         assert_eq!(parse_i64(b"-"), None);
         assert_eq!(parse_i64(b"9223372036854775808"), None);
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"-9223372036854775809"), None);
+        assert_eq!(parse_i64(b"+4"), None);
+        assert_eq!(parse_i64(b"--4"), None);
         assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u32(b"1\xff"), None);
     }
 }

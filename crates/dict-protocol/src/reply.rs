@@ -5,7 +5,9 @@ use std::borrow::Cow;
 
 use bytes::BufMut;
 
-use crate::escape::{escape_into, join_escaped, split_raw, split_unescaped, unescape};
+use crate::escape::{
+    escape_into, find_byte, join_escaped, rfind_byte, split_raw, split_raw_after_tab, unescape,
+};
 use crate::hello::ReplyStyle;
 use crate::number::{parse_u32, parse_u64, push_u64};
 use crate::request::TransactionId;
@@ -54,13 +56,20 @@ pub enum Reply<'a> {
     /// Final reply to `L`.
     Lookup(LookupReply<'a>),
     /// One iteration row: `O<key>\t<v1>[\t<v2>…]`. NO_VALUE rows carry one empty value.
-    IterRow { key: Cow<'a, [u8]>, values: Vec<Cow<'a, [u8]>> },
+    IterRow {
+        key: Cow<'a, [u8]>,
+        values: Vec<Cow<'a, [u8]>>,
+    },
     /// Successful end of an iteration: an empty first field.
     IterEnd,
     /// Failed end of an iteration: `F<error>`, the error NOT escaped (as Dovecot sends it).
     IterFailed(Cow<'a, [u8]>),
     /// Final reply to `C` (or to `D` when `is_async`, with an `A` prefix).
-    Commit { id: TransactionId, result: CommitReply<'a>, is_async: bool },
+    Commit {
+        id: TransactionId,
+        result: CommitReply<'a>,
+        is_async: bool,
+    },
 }
 
 /// Which command a reply answers; needed to read a reply body, whose letters are ambiguous.
@@ -121,7 +130,11 @@ impl Reply<'_> {
                 dst.put_u8(b'F');
                 dst.put_slice(err);
             }
-            Reply::Commit { id, result, is_async } => {
+            Reply::Commit {
+                id,
+                result,
+                is_async,
+            } => {
                 if *is_async {
                     dst.put_u8(b'A');
                 }
@@ -144,15 +157,37 @@ impl Reply<'_> {
     /// Reads a reply body (the line without any `+<n>\t` prefix) answering a `kind` command.
     /// Timing fields are recognised and returned when present, so replies of servers that
     /// send none (minor 0, third-party servers) read the same.
-    pub fn parse(body: &[u8], kind: ReplyKind) -> Result<(Reply<'_>, Option<Timings>), ProtocolError> {
-        let fields: Vec<&[u8]> = split_raw(body).collect();
-        let (fields, timings) = split_timings(&fields, kind);
-        let first = *fields.first().ok_or(ProtocolError::BadReply("empty reply"))?;
+    pub fn parse(
+        body: &[u8],
+        kind: ReplyKind,
+    ) -> Result<(Reply<'_>, Option<Timings>), ProtocolError> {
+        // How many fields of its own the reply has before any timings (0: never timings).
+        let own_fields = match (kind, body.first()) {
+            // The minor-0 end of an iteration is an empty line: zero fields, not one empty one.
+            (ReplyKind::Iterate, None) => return Ok((Reply::IterEnd, None)),
+            (_, None) => return Err(ProtocolError::BadReply("empty reply")),
+            (ReplyKind::Iterate, Some(b'O')) => 0,
+            (ReplyKind::Commit, Some(b'F' | b'W')) => 2,
+            (ReplyKind::CommitAsync, Some(b'A')) if matches!(body.get(1), Some(b'F' | b'W')) => 2,
+            _ => 1,
+        };
+        let (own, timings) = if own_fields == 0 {
+            (body, None)
+        } else {
+            split_timings(body, own_fields)
+        };
+        // The first field, and what follows its TAB (None: it was the only field).
+        let (first, more) = match find_byte(b'\t', own) {
+            Some(tab) => (&own[..tab], Some(&own[tab + 1..])),
+            None => (own, None),
+        };
         let reply = match kind {
             ReplyKind::Lookup => Reply::Lookup(match first.split_first() {
                 Some((b'O', v)) => LookupReply::Found(vec![unescape(v)]),
                 Some((b'M', v)) => LookupReply::Found(
-                    split_unescaped(&unescape(v)).into_iter().map(|c| Cow::Owned(c.into_owned())).collect(),
+                    split_raw(&unescape(v))
+                        .map(|f| Cow::Owned(unescape(f).into_owned()))
+                        .collect(),
                 ),
                 Some((b'N', _)) => LookupReply::NotFound,
                 Some((b'F', e)) => LookupReply::Failed(unescape(e)),
@@ -161,27 +196,33 @@ impl Reply<'_> {
             ReplyKind::Iterate => match first.split_first() {
                 None => Reply::IterEnd,
                 Some((b'O', key)) => {
-                    if fields.len() < 2 {
+                    let Some(values) = more else {
                         return Err(ProtocolError::BadReply("iterate row without a value field"));
+                    };
+                    Reply::IterRow {
+                        key: unescape(key),
+                        values: split_raw_after_tab(values).map(unescape).collect(),
                     }
-                    Reply::IterRow { key: unescape(key), values: fields[1..].iter().map(|v| unescape(v)).collect() }
                 }
-                Some((b'F', _)) => {
-                    // The error is sent raw: join back what the TAB split cut apart.
-                    let raw_len = fields.iter().map(|f| f.len() + 1).sum::<usize>() - 1;
-                    Reply::IterFailed(Cow::Borrowed(&body[1..raw_len]))
-                }
+                // The error is sent raw, TABs and all: everything before the timings.
+                Some((b'F', _)) => Reply::IterFailed(Cow::Borrowed(&own[1..])),
                 _ => return Err(ProtocolError::BadReply("unknown iterate reply")),
             },
             ReplyKind::Commit | ReplyKind::CommitAsync => {
                 let (is_async, rest) = match (kind, first.split_first()) {
                     (ReplyKind::CommitAsync, Some((b'A', rest))) => (true, rest),
-                    (ReplyKind::CommitAsync, _) => return Err(ProtocolError::BadReply("async commit reply without A")),
+                    (ReplyKind::CommitAsync, _) => {
+                        return Err(ProtocolError::BadReply("async commit reply without A"))
+                    }
                     _ => (false, first),
                 };
-                let (&letter, id) = rest.split_first().ok_or(ProtocolError::BadReply("empty commit reply"))?;
-                let id = parse_u32(id).ok_or(ProtocolError::BadReply("commit reply without transaction id"))?;
-                let err = || fields.get(1).map(|e| unescape(e)).unwrap_or_default();
+                let (&letter, id) = rest
+                    .split_first()
+                    .ok_or(ProtocolError::BadReply("empty commit reply"))?;
+                let err = || {
+                    more.map(|m| unescape(split_raw_after_tab(m).next().unwrap_or_default()))
+                        .unwrap_or_default()
+                };
                 let result = match letter {
                     b'O' => CommitReply::Ok,
                     b'N' => CommitReply::NotFound,
@@ -189,7 +230,14 @@ impl Reply<'_> {
                     b'W' => CommitReply::WriteUncertain(err()),
                     _ => return Err(ProtocolError::BadReply("unknown commit reply")),
                 };
-                Reply::Commit { id, result, is_async }
+                let id = parse_u32(id).ok_or(ProtocolError::BadReply(
+                    "commit reply without transaction id",
+                ))?;
+                Reply::Commit {
+                    id,
+                    result,
+                    is_async,
+                }
             }
         };
         Ok((reply, timings))
@@ -201,13 +249,22 @@ impl Reply<'_> {
             Cow::Owned(c.into_owned())
         }
         match self {
-            Reply::Lookup(LookupReply::Found(v)) => Reply::Lookup(LookupReply::Found(v.into_iter().map(own).collect())),
+            Reply::Lookup(LookupReply::Found(v)) => {
+                Reply::Lookup(LookupReply::Found(v.into_iter().map(own).collect()))
+            }
             Reply::Lookup(LookupReply::NotFound) => Reply::Lookup(LookupReply::NotFound),
             Reply::Lookup(LookupReply::Failed(e)) => Reply::Lookup(LookupReply::Failed(own(e))),
-            Reply::IterRow { key, values } => Reply::IterRow { key: own(key), values: values.into_iter().map(own).collect() },
+            Reply::IterRow { key, values } => Reply::IterRow {
+                key: own(key),
+                values: values.into_iter().map(own).collect(),
+            },
             Reply::IterEnd => Reply::IterEnd,
             Reply::IterFailed(e) => Reply::IterFailed(own(e)),
-            Reply::Commit { id, result, is_async } => Reply::Commit {
+            Reply::Commit {
+                id,
+                result,
+                is_async,
+            } => Reply::Commit {
                 id,
                 is_async,
                 result: match result {
@@ -221,33 +278,43 @@ impl Reply<'_> {
     }
 }
 
-/// Splits four trailing timing fields off a final reply. Iteration rows never carry them;
-/// for the other replies the field count tells (their own fields are escaped, TAB-free).
-fn split_timings<'f, 'a>(fields: &'f [&'a [u8]], kind: ReplyKind) -> (&'f [&'a [u8]], Option<Timings>) {
-    let n = fields.len();
-    let own_fields = match (kind, fields.first().and_then(|f| f.first())) {
-        (ReplyKind::Iterate, Some(b'O')) => return (fields, None),
-        (ReplyKind::Iterate, None) => 1,
-        (ReplyKind::Iterate, Some(_)) => n.saturating_sub(4).max(1),
-        (ReplyKind::Lookup, _) => 1,
-        (ReplyKind::Commit | ReplyKind::CommitAsync, _) => {
-            let letter = fields[0].iter().find(|&&b| b != b'A');
-            if matches!(letter, Some(b'F' | b'W')) {
-                2
-            } else {
-                1
-            }
+/// Splits four trailing timing fields off a final reply body whose own fields number at
+/// least `own_fields`. The reply's own fields are escaped (TAB-free), except an iteration
+/// error, which is why the count is only a minimum. Fields that do not parse as timings are
+/// left in the body.
+fn split_timings(body: &[u8], own_fields: usize) -> (&[u8], Option<Timings>) {
+    // The positions of the last four TABs.
+    let mut tabs = [0; 4];
+    let mut end = body.len();
+    for slot in tabs.iter_mut().rev() {
+        match rfind_byte(b'\t', &body[..end]) {
+            Some(tab) => *slot = tab,
+            None => return (body, None),
         }
-    };
-    if n < own_fields + 4 {
-        return (fields, None);
+        end = *slot;
     }
-    let t = &fields[n - 4..];
-    match (parse_u64(t[0]), parse_u32(t[1]), parse_u64(t[2]), parse_u32(t[3])) {
-        (Some(start_secs), Some(start_usecs), Some(end_secs), Some(end_usecs)) => {
-            (&fields[..n - 4], Some(Timings { start_secs, start_usecs, end_secs, end_usecs }))
-        }
-        _ => (fields, None),
+    let [t0, t1, t2, t3] = tabs;
+    let own = &body[..t0];
+    // `own` holds own_fields - 1 TABs at least (an empty `own` is one empty field).
+    if memchr::memchr_iter(b'\t', own).take(own_fields - 1).count() < own_fields - 1 {
+        return (body, None);
+    }
+    match (
+        parse_u64(&body[t0 + 1..t1]),
+        parse_u32(&body[t1 + 1..t2]),
+        parse_u64(&body[t2 + 1..t3]),
+        parse_u32(&body[t3 + 1..]),
+    ) {
+        (Some(start_secs), Some(start_usecs), Some(end_secs), Some(end_usecs)) => (
+            own,
+            Some(Timings {
+                start_secs,
+                start_usecs,
+                end_secs,
+                end_usecs,
+            }),
+        ),
+        _ => (body, None),
     }
 }
 
@@ -257,7 +324,11 @@ pub enum ServerLine<'a> {
     /// `*<n>`: sent as soon as a reply-bearing command is parsed.
     AsyncId(u32),
     /// `[+<n>\t]<reply>[\t<timings>]`
-    Reply { async_id: Option<u32>, reply: Reply<'a>, timings: Option<Timings> },
+    Reply {
+        async_id: Option<u32>,
+        reply: Reply<'a>,
+        timings: Option<Timings>,
+    },
 }
 
 impl ServerLine<'_> {
@@ -269,7 +340,11 @@ impl ServerLine<'_> {
                 dst.put_u8(b'*');
                 push_u64(dst, (*n).into());
             }
-            ServerLine::Reply { async_id, reply, timings } => {
+            ServerLine::Reply {
+                async_id,
+                reply,
+                timings,
+            } => {
                 if let (true, Some(n)) = (style.async_ids, async_id) {
                     dst.put_u8(b'+');
                     push_u64(dst, (*n).into());
@@ -277,7 +352,12 @@ impl ServerLine<'_> {
                 }
                 reply.encode_body(style, dst);
                 if let (true, true, Some(t)) = (style.timings, reply.is_final(), timings) {
-                    for n in [t.start_secs, t.start_usecs.into(), t.end_secs, t.end_usecs.into()] {
+                    for n in [
+                        t.start_secs,
+                        t.start_usecs.into(),
+                        t.end_secs,
+                        t.end_usecs.into(),
+                    ] {
                         dst.put_u8(b'\t');
                         push_u64(dst, n);
                     }
@@ -294,20 +374,33 @@ pub enum Frame<'a> {
     /// `*<n>`
     AsyncId(u32),
     /// A reply body, with the number of its `+<n>\t` prefix if it had one.
-    Reply { async_id: Option<u32>, body: &'a [u8] },
+    Reply {
+        async_id: Option<u32>,
+        body: &'a [u8],
+    },
 }
 
 impl<'a> Frame<'a> {
     /// Splits the framing off a server line (without its LF).
     pub fn parse(line: &'a [u8]) -> Result<Self, ProtocolError> {
         match line.split_first() {
-            Some((b'*', n)) => parse_u32(n).map(Frame::AsyncId).ok_or(ProtocolError::BadReply("invalid async id")),
+            Some((b'*', n)) => parse_u32(n)
+                .map(Frame::AsyncId)
+                .ok_or(ProtocolError::BadReply("invalid async id")),
             Some((b'+', rest)) => {
-                let tab = memchr::memchr(b'\t', rest).ok_or(ProtocolError::BadReply("async reply without TAB"))?;
-                let n = parse_u32(&rest[..tab]).ok_or(ProtocolError::BadReply("invalid async reply id"))?;
-                Ok(Frame::Reply { async_id: Some(n), body: &rest[tab + 1..] })
+                let tab = find_byte(b'\t', rest)
+                    .ok_or(ProtocolError::BadReply("async reply without TAB"))?;
+                let n = parse_u32(&rest[..tab])
+                    .ok_or(ProtocolError::BadReply("invalid async reply id"))?;
+                Ok(Frame::Reply {
+                    async_id: Some(n),
+                    body: &rest[tab + 1..],
+                })
             }
-            _ => Ok(Frame::Reply { async_id: None, body: line }),
+            _ => Ok(Frame::Reply {
+                async_id: None,
+                body: line,
+            }),
         }
     }
 }
@@ -322,24 +415,53 @@ mod tests {
         out
     }
 
-    const TS: Timings = Timings { start_secs: 1795897969, start_usecs: 936556, end_secs: 1795897969, end_usecs: 936748 };
+    const TS: Timings = Timings {
+        start_secs: 1795897969,
+        start_usecs: 936556,
+        end_secs: 1795897969,
+        end_usecs: 936748,
+    };
 
     #[test]
     fn multi_value_is_escaped_twice() {
-        let reply = Reply::Lookup(LookupReply::Found(vec![Cow::Borrowed(b"a\tb"), Cow::Borrowed(b"42")]));
-        let line = ServerLine::Reply { async_id: Some(1), reply: reply.clone(), timings: Some(TS) };
-        assert_eq!(enc(&line, ReplyStyle::ASYNC_MULTI), b"+1\tMa\x011tb\x01t42\t1795897969\t936556\t1795897969\t936748\n");
-        assert_eq!(enc(&line, ReplyStyle::ASYNC), b"+1\tOa\x01tb\t1795897969\t936556\t1795897969\t936748\n");
+        let reply = Reply::Lookup(LookupReply::Found(vec![
+            Cow::Borrowed(b"a\tb"),
+            Cow::Borrowed(b"42"),
+        ]));
+        let line = ServerLine::Reply {
+            async_id: Some(1),
+            reply: reply.clone(),
+            timings: Some(TS),
+        };
+        assert_eq!(
+            enc(&line, ReplyStyle::ASYNC_MULTI),
+            b"+1\tMa\x011tb\x01t42\t1795897969\t936556\t1795897969\t936748\n"
+        );
+        assert_eq!(
+            enc(&line, ReplyStyle::ASYNC),
+            b"+1\tOa\x01tb\t1795897969\t936556\t1795897969\t936748\n"
+        );
         assert_eq!(enc(&line, ReplyStyle::ORDERED), b"Oa\x01tb\n");
-        let (parsed, t) = Reply::parse(b"Ma\x011tb\x01t42\t1795897969\t936556\t1795897969\t936748", ReplyKind::Lookup).unwrap();
+        let (parsed, t) = Reply::parse(
+            b"Ma\x011tb\x01t42\t1795897969\t936556\t1795897969\t936748",
+            ReplyKind::Lookup,
+        )
+        .unwrap();
         assert_eq!(parsed, reply);
         assert_eq!(t, Some(TS));
     }
 
     #[test]
     fn iterate_end_and_failure() {
-        let end = ServerLine::Reply { async_id: Some(3), reply: Reply::IterEnd, timings: Some(TS) };
-        assert_eq!(enc(&end, ReplyStyle::ASYNC_MULTI), b"+3\t\t1795897969\t936556\t1795897969\t936748\n");
+        let end = ServerLine::Reply {
+            async_id: Some(3),
+            reply: Reply::IterEnd,
+            timings: Some(TS),
+        };
+        assert_eq!(
+            enc(&end, ReplyStyle::ASYNC_MULTI),
+            b"+3\t\t1795897969\t936556\t1795897969\t936748\n"
+        );
         assert_eq!(enc(&end, ReplyStyle::ORDERED), b"\n");
         let (r, t) = Reply::parse(b"Fbad\tpath\t1\t2\t3\t4", ReplyKind::Iterate).unwrap();
         assert_eq!(r, Reply::IterFailed(Cow::Borrowed(b"bad\tpath")));
@@ -348,20 +470,49 @@ mod tests {
 
     #[test]
     fn commit_replies() {
-        let (r, t) = Reply::parse(b"F1\tsql dict set: Invalid/unmapped key: shared/nope\t1\t2\t3\t4", ReplyKind::Commit).unwrap();
+        let (r, t) = Reply::parse(
+            b"F1\tsql dict set: Invalid/unmapped key: shared/nope\t1\t2\t3\t4",
+            ReplyKind::Commit,
+        )
+        .unwrap();
         assert_eq!(
             r,
-            Reply::Commit { id: 1, result: CommitReply::Failed(Cow::Borrowed(b"sql dict set: Invalid/unmapped key: shared/nope")), is_async: false }
+            Reply::Commit {
+                id: 1,
+                result: CommitReply::Failed(Cow::Borrowed(
+                    b"sql dict set: Invalid/unmapped key: shared/nope"
+                )),
+                is_async: false
+            }
         );
         assert!(t.is_some());
         let (r, _) = Reply::parse(b"AO5", ReplyKind::CommitAsync).unwrap();
-        assert_eq!(r, Reply::Commit { id: 5, result: CommitReply::Ok, is_async: true });
+        assert_eq!(
+            r,
+            Reply::Commit {
+                id: 5,
+                result: CommitReply::Ok,
+                is_async: true
+            }
+        );
     }
 
     #[test]
     fn frames() {
         assert_eq!(Frame::parse(b"*12").unwrap(), Frame::AsyncId(12));
-        assert_eq!(Frame::parse(b"+2\tO1").unwrap(), Frame::Reply { async_id: Some(2), body: b"O1" });
-        assert_eq!(Frame::parse(b"N").unwrap(), Frame::Reply { async_id: None, body: b"N" });
+        assert_eq!(
+            Frame::parse(b"+2\tO1").unwrap(),
+            Frame::Reply {
+                async_id: Some(2),
+                body: b"O1"
+            }
+        );
+        assert_eq!(
+            Frame::parse(b"N").unwrap(),
+            Frame::Reply {
+                async_id: None,
+                body: b"N"
+            }
+        );
     }
 }

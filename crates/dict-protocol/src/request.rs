@@ -6,7 +6,7 @@ use bytes::BufMut;
 
 use bitflags::bitflags;
 
-use crate::escape::{escape_into, split_raw, unescape, RawFields};
+use crate::escape::{escape_into, find_byte, split_raw, unescape, RawFields, ESCAPE};
 use crate::number::{parse_i64, parse_u32, parse_u64, push_i64, push_u64};
 use crate::ProtocolError;
 
@@ -36,11 +36,23 @@ bitflags! {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request<'a> {
     /// `L<key>[\t<username>]`
-    Lookup { key: Cow<'a, [u8]>, username: Option<Cow<'a, [u8]>> },
+    Lookup {
+        key: Cow<'a, [u8]>,
+        username: Option<Cow<'a, [u8]>>,
+    },
     /// `I<flags>\t<max_rows>\t<path>[\t<username>]`
-    Iterate { flags: IterateFlags, max_rows: u64, path: Cow<'a, [u8]>, username: Option<Cow<'a, [u8]>> },
+    Iterate {
+        flags: IterateFlags,
+        max_rows: u64,
+        path: Cow<'a, [u8]>,
+        username: Option<Cow<'a, [u8]>>,
+    },
     /// `B<id>[\t<username>[\t<expire_secs>]]` (expire_secs: 2.4)
-    Begin { id: TransactionId, username: Option<Cow<'a, [u8]>>, expire_secs: Option<u32> },
+    Begin {
+        id: TransactionId,
+        username: Option<Cow<'a, [u8]>>,
+        expire_secs: Option<u32>,
+    },
     /// `C<id>`
     Commit { id: TransactionId },
     /// `D<id>` (2.3 servers only): commit answered with an `A` prefix.
@@ -48,67 +60,136 @@ pub enum Request<'a> {
     /// `R<id>`
     Rollback { id: TransactionId },
     /// `S<id>\t<key>\t<value>`
-    Set { id: TransactionId, key: Cow<'a, [u8]>, value: Cow<'a, [u8]> },
+    Set {
+        id: TransactionId,
+        key: Cow<'a, [u8]>,
+        value: Cow<'a, [u8]>,
+    },
     /// `U<id>\t<key>`
-    Unset { id: TransactionId, key: Cow<'a, [u8]> },
+    Unset {
+        id: TransactionId,
+        key: Cow<'a, [u8]>,
+    },
     /// `A<id>\t<key>\t<diff>`
-    AtomicInc { id: TransactionId, key: Cow<'a, [u8]>, diff: i64 },
+    AtomicInc {
+        id: TransactionId,
+        key: Cow<'a, [u8]>,
+        diff: i64,
+    },
     /// `T<id>\t<secs>\t<nsecs>`
-    Timestamp { id: TransactionId, secs: i64, nsecs: u32 },
+    Timestamp {
+        id: TransactionId,
+        secs: i64,
+        nsecs: u32,
+    },
     /// `V<id>\t<bool>` (2.3.21+ and 2.4): keep values out of logs.
     HideLogValues { id: TransactionId, hide: bool },
 }
 
-/// The fields after the command letter, counted and unescaped on demand.
+/// The fields after the command letter, split once and unescaped on demand.
 struct Args<'a> {
     command: &'static str,
     raw: &'a [u8],
     fields: RawFields<'a>,
+    /// No escape byte anywhere in the line, so every field is borrowed as it is.
+    plain: bool,
 }
 
 impl<'a> Args<'a> {
+    #[inline]
     fn new(command: &'static str, raw: &'a [u8]) -> Self {
-        Args { command, raw, fields: split_raw(raw) }
+        Args {
+            command,
+            raw,
+            fields: split_raw(raw),
+            plain: find_byte(ESCAPE, raw).is_none(),
+        }
     }
-    fn count(&self) -> usize {
-        split_raw(self.raw).count()
-    }
+    /// Only on the error path: the number of fields, for the message.
     fn wrong_count(&self, expected: &'static str) -> ProtocolError {
-        ProtocolError::FieldCount { command: self.command, expected, got: self.count() }
+        ProtocolError::FieldCount {
+            command: self.command,
+            expected,
+            got: split_raw(self.raw).count(),
+        }
     }
-    /// Requires exactly `n` fields.
-    fn exactly(self, n: usize, expected: &'static str) -> Result<Self, ProtocolError> {
-        if self.count() != n {
+    #[inline]
+    fn unescape(&self, raw: &'a [u8]) -> Cow<'a, [u8]> {
+        if self.plain {
+            Cow::Borrowed(raw)
+        } else {
+            unescape(raw)
+        }
+    }
+    /// Exactly `N` fields, still escaped.
+    #[inline]
+    fn exactly<const N: usize>(
+        &mut self,
+        expected: &'static str,
+    ) -> Result<[&'a [u8]; N], ProtocolError> {
+        let mut out = [&b""[..]; N];
+        for slot in &mut out {
+            *slot = self
+                .fields
+                .next()
+                .ok_or_else(|| self.wrong_count(expected))?;
+        }
+        if self.fields.next().is_some() {
             return Err(self.wrong_count(expected));
         }
-        Ok(self)
+        Ok(out)
     }
+    #[inline]
     fn required(&mut self, expected: &'static str) -> Result<&'a [u8], ProtocolError> {
         match self.fields.next() {
             Some(f) => Ok(f),
             None => Err(self.wrong_count(expected)),
         }
     }
+    #[inline]
     fn bytes(&mut self, expected: &'static str) -> Result<Cow<'a, [u8]>, ProtocolError> {
-        self.required(expected).map(unescape)
-    }
-    fn optional(&mut self) -> Option<Cow<'a, [u8]>> {
-        self.fields.next().map(unescape)
-    }
-    fn number<T>(&mut self, expected: &'static str, field: &'static str, parse: fn(&[u8]) -> Option<T>) -> Result<T, ProtocolError> {
         let raw = self.required(expected)?;
-        parse(&unescape(raw)).ok_or(ProtocolError::BadNumber { command: self.command, field })
+        Ok(self.unescape(raw))
     }
-    fn id(&mut self, expected: &'static str) -> Result<TransactionId, ProtocolError> {
-        self.number(expected, "transaction id", parse_u32)
+    #[inline]
+    fn optional(&mut self) -> Option<Cow<'a, [u8]>> {
+        let raw = self.fields.next()?;
+        Some(self.unescape(raw))
+    }
+    #[inline]
+    fn number<T>(
+        &self,
+        raw: &'a [u8],
+        field: &'static str,
+        parse: fn(&[u8]) -> Option<T>,
+    ) -> Result<T, ProtocolError> {
+        parse(&self.unescape(raw)).ok_or(ProtocolError::BadNumber {
+            command: self.command,
+            field,
+        })
+    }
+    #[inline]
+    fn id(&self, raw: &'a [u8]) -> Result<TransactionId, ProtocolError> {
+        self.number(raw, "transaction id", parse_u32)
+    }
+    /// C, D and R: the first field is the id.
+    #[inline]
+    fn single_id(command: &'static str, raw: &'a [u8]) -> Result<TransactionId, ProtocolError> {
+        let mut a = Args::new(command, raw);
+        let id = a.required("1")?;
+        a.id(id)
     }
 }
 
+/// The boolean strings Dovecot's dict server takes for `V`: `yes`, `y` (any case) and `1` are
+/// true, `no` (any case) is false; anything else (`0`, `true`, `off`, …) closes the connection.
 fn parse_bool(field: &[u8]) -> Option<bool> {
-    match field {
-        b"yes" | b"y" | b"1" | b"true" | b"on" => Some(true),
-        b"no" | b"n" | b"0" | b"false" | b"off" => Some(false),
-        _ => None,
+    if field.eq_ignore_ascii_case(b"yes") || field.eq_ignore_ascii_case(b"y") || field == b"1" {
+        Some(true)
+    } else if field.eq_ignore_ascii_case(b"no") {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -120,54 +201,98 @@ impl<'a> Request<'a> {
         Ok(match letter {
             b'L' => {
                 let mut a = Args::new("LOOKUP", rest);
-                Request::Lookup { key: a.bytes("at least 1")?, username: a.optional() }
+                Request::Lookup {
+                    key: a.bytes("at least 1")?,
+                    username: a.optional(),
+                }
             }
             b'I' => {
                 let mut a = Args::new("ITERATE", rest);
-                if a.count() < 3 {
-                    return Err(a.wrong_count("at least 3"));
+                // All three fields must be there before any of them is read.
+                let [flags, max_rows, path] = [
+                    a.required("at least 3")?,
+                    a.required("at least 3")?,
+                    a.required("at least 3")?,
+                ];
+                let flags = IterateFlags::from_bits_retain(a.number(flags, "flags", parse_u32)?);
+                let max_rows = a.number(max_rows, "max_rows", parse_u64)?;
+                Request::Iterate {
+                    flags,
+                    max_rows,
+                    path: a.unescape(path),
+                    username: a.optional(),
                 }
-                let flags = IterateFlags::from_bits_retain(a.number("at least 3", "flags", parse_u32)?);
-                let max_rows = a.number("at least 3", "max_rows", parse_u64)?;
-                Request::Iterate { flags, max_rows, path: a.bytes("at least 3")?, username: a.optional() }
             }
             b'B' => {
                 let mut a = Args::new("BEGIN", rest);
-                let id = a.id("at least 1")?;
+                let id = a.required("at least 1")?;
+                let id = a.id(id)?;
                 let username = a.optional();
                 let expire_secs = match a.fields.next() {
                     None => None,
-                    Some(f) => Some(parse_u32(&unescape(f)).ok_or(ProtocolError::BadNumber { command: "BEGIN", field: "expire_secs" })?),
+                    Some(f) => Some(a.number(f, "expire_secs", parse_u32)?),
                 };
-                Request::Begin { id, username, expire_secs }
+                Request::Begin {
+                    id,
+                    username,
+                    expire_secs,
+                }
             }
-            b'C' => Request::Commit { id: Args::new("COMMIT", rest).id("1")? },
-            b'D' => Request::CommitAsync { id: Args::new("COMMIT_ASYNC", rest).id("1")? },
-            b'R' => Request::Rollback { id: Args::new("ROLLBACK", rest).id("1")? },
+            // Fields after the id are ignored, as Dovecot does.
+            b'C' => Request::Commit {
+                id: Args::single_id("COMMIT", rest)?,
+            },
+            b'D' => Request::CommitAsync {
+                id: Args::single_id("COMMIT_ASYNC", rest)?,
+            },
+            b'R' => Request::Rollback {
+                id: Args::single_id("ROLLBACK", rest)?,
+            },
             b'S' => {
-                let mut a = Args::new("SET", rest).exactly(3, "3")?;
-                Request::Set { id: a.id("3")?, key: a.bytes("3")?, value: a.bytes("3")? }
+                let mut a = Args::new("SET", rest);
+                let [id, key, value] = a.exactly("3")?;
+                Request::Set {
+                    id: a.id(id)?,
+                    key: a.unescape(key),
+                    value: a.unescape(value),
+                }
             }
             b'U' => {
-                let mut a = Args::new("UNSET", rest).exactly(2, "2")?;
-                Request::Unset { id: a.id("2")?, key: a.bytes("2")? }
+                let mut a = Args::new("UNSET", rest);
+                let [id, key] = a.exactly("2")?;
+                Request::Unset {
+                    id: a.id(id)?,
+                    key: a.unescape(key),
+                }
             }
             b'A' => {
-                let mut a = Args::new("ATOMIC_INC", rest).exactly(3, "3")?;
-                let id = a.id("3")?;
-                let key = a.bytes("3")?;
-                Request::AtomicInc { id, key, diff: a.number("3", "diff", parse_i64)? }
+                let mut a = Args::new("ATOMIC_INC", rest);
+                let [id, key, diff] = a.exactly("3")?;
+                let id = a.id(id)?;
+                Request::AtomicInc {
+                    id,
+                    key: a.unescape(key),
+                    diff: a.number(diff, "diff", parse_i64)?,
+                }
             }
             b'T' => {
-                let mut a = Args::new("TIMESTAMP", rest).exactly(3, "3")?;
-                let id = a.id("3")?;
-                let secs = a.number("3", "seconds", parse_i64)?;
-                Request::Timestamp { id, secs, nsecs: a.number("3", "nanoseconds", parse_u32)? }
+                let mut a = Args::new("TIMESTAMP", rest);
+                let [id, secs, nsecs] = a.exactly("3")?;
+                let id = a.id(id)?;
+                let secs = a.number(secs, "seconds", parse_i64)?;
+                Request::Timestamp {
+                    id,
+                    secs,
+                    nsecs: a.number(nsecs, "nanoseconds", parse_u32)?,
+                }
             }
             b'V' => {
-                let mut a = Args::new("HIDE_LOG_VALUES", rest).exactly(2, "2")?;
-                let id = a.id("2")?;
-                let hide = parse_bool(&a.bytes("2")?).ok_or(ProtocolError::BadBool { command: "HIDE_LOG_VALUES" })?;
+                let mut a = Args::new("HIDE_LOG_VALUES", rest);
+                let [id, hide] = a.exactly("2")?;
+                let id = a.id(id)?;
+                let hide = parse_bool(&a.unescape(hide)).ok_or(ProtocolError::BadBool {
+                    command: "HIDE_LOG_VALUES",
+                })?;
                 Request::HideLogValues { id, hide }
             }
             other => return Err(ProtocolError::UnknownCommand(other)),
@@ -176,7 +301,13 @@ impl<'a> Request<'a> {
 
     /// True for the commands that get a reply (and an async id): L, I, C, D.
     pub fn expects_reply(&self) -> bool {
-        matches!(self, Request::Lookup { .. } | Request::Iterate { .. } | Request::Commit { .. } | Request::CommitAsync { .. })
+        matches!(
+            self,
+            Request::Lookup { .. }
+                | Request::Iterate { .. }
+                | Request::Commit { .. }
+                | Request::CommitAsync { .. }
+        )
     }
 
     /// The transaction this command belongs to, if any.
@@ -213,7 +344,12 @@ impl<'a> Request<'a> {
                     field(dst, u);
                 }
             }
-            Request::Iterate { flags, max_rows, path, username } => {
+            Request::Iterate {
+                flags,
+                max_rows,
+                path,
+                username,
+            } => {
                 dst.put_u8(b'I');
                 push_u64(dst, flags.bits().into());
                 dst.put_u8(b'\t');
@@ -223,7 +359,11 @@ impl<'a> Request<'a> {
                     field(dst, u);
                 }
             }
-            Request::Begin { id, username, expire_secs } => {
+            Request::Begin {
+                id,
+                username,
+                expire_secs,
+            } => {
                 id_line(dst, b'B', *id);
                 match (username, expire_secs) {
                     (None, None) => {}
@@ -275,17 +415,44 @@ impl<'a> Request<'a> {
             Cow::Owned(c.into_owned())
         }
         match self {
-            Request::Lookup { key, username } => Request::Lookup { key: own(key), username: username.map(own) },
-            Request::Iterate { flags, max_rows, path, username } => {
-                Request::Iterate { flags, max_rows, path: own(path), username: username.map(own) }
-            }
-            Request::Begin { id, username, expire_secs } => Request::Begin { id, username: username.map(own), expire_secs },
+            Request::Lookup { key, username } => Request::Lookup {
+                key: own(key),
+                username: username.map(own),
+            },
+            Request::Iterate {
+                flags,
+                max_rows,
+                path,
+                username,
+            } => Request::Iterate {
+                flags,
+                max_rows,
+                path: own(path),
+                username: username.map(own),
+            },
+            Request::Begin {
+                id,
+                username,
+                expire_secs,
+            } => Request::Begin {
+                id,
+                username: username.map(own),
+                expire_secs,
+            },
             Request::Commit { id } => Request::Commit { id },
             Request::CommitAsync { id } => Request::CommitAsync { id },
             Request::Rollback { id } => Request::Rollback { id },
-            Request::Set { id, key, value } => Request::Set { id, key: own(key), value: own(value) },
+            Request::Set { id, key, value } => Request::Set {
+                id,
+                key: own(key),
+                value: own(value),
+            },
             Request::Unset { id, key } => Request::Unset { id, key: own(key) },
-            Request::AtomicInc { id, key, diff } => Request::AtomicInc { id, key: own(key), diff },
+            Request::AtomicInc { id, key, diff } => Request::AtomicInc {
+                id,
+                key: own(key),
+                diff,
+            },
             Request::Timestamp { id, secs, nsecs } => Request::Timestamp { id, secs, nsecs },
             Request::HideLogValues { id, hide } => Request::HideLogValues { id, hide },
         }
@@ -302,24 +469,59 @@ mod tests {
 
     #[test]
     fn parses_quota_clone_transaction() {
-        assert_eq!(Request::parse(b"B1\tqc1").unwrap(), Request::Begin { id: 1, username: Some(b(b"qc1")), expire_secs: None });
+        assert_eq!(
+            Request::parse(b"B1\tqc1").unwrap(),
+            Request::Begin {
+                id: 1,
+                username: Some(b(b"qc1")),
+                expire_secs: None
+            }
+        );
         assert_eq!(
             Request::parse(b"S1\tpriv/quota/storage\t38").unwrap(),
-            Request::Set { id: 1, key: b(b"priv/quota/storage"), value: b(b"38") }
+            Request::Set {
+                id: 1,
+                key: b(b"priv/quota/storage"),
+                value: b(b"38")
+            }
         );
         assert_eq!(Request::parse(b"C1").unwrap(), Request::Commit { id: 1 });
     }
 
     #[test]
     fn argument_rules() {
-        assert!(matches!(Request::parse(b"S1\tk"), Err(ProtocolError::FieldCount { got: 2, .. })));
-        assert!(matches!(Request::parse(b"S1\tk\tv\tx"), Err(ProtocolError::FieldCount { got: 4, .. })));
-        assert!(matches!(Request::parse(b"C"), Err(ProtocolError::FieldCount { got: 0, .. })));
-        assert!(matches!(Request::parse(b"A1\tk\tabc"), Err(ProtocolError::BadNumber { .. })));
+        assert!(matches!(
+            Request::parse(b"S1\tk"),
+            Err(ProtocolError::FieldCount { got: 2, .. })
+        ));
+        assert!(matches!(
+            Request::parse(b"S1\tk\tv\tx"),
+            Err(ProtocolError::FieldCount { got: 4, .. })
+        ));
+        assert!(matches!(
+            Request::parse(b"C"),
+            Err(ProtocolError::FieldCount { got: 0, .. })
+        ));
+        assert!(matches!(
+            Request::parse(b"A1\tk\tabc"),
+            Err(ProtocolError::BadNumber { .. })
+        ));
         assert_eq!(Request::parse(b""), Err(ProtocolError::EmptyLine));
-        assert_eq!(Request::parse(b"Xfoo"), Err(ProtocolError::UnknownCommand(b'X')));
-        assert!(matches!(Request::parse(b"L"), Err(ProtocolError::FieldCount { got: 0, .. })));
-        assert_eq!(Request::parse(b"Lk\tu\textra").unwrap(), Request::Lookup { key: b(b"k"), username: Some(b(b"u")) });
+        assert_eq!(
+            Request::parse(b"Xfoo"),
+            Err(ProtocolError::UnknownCommand(b'X'))
+        );
+        assert!(matches!(
+            Request::parse(b"L"),
+            Err(ProtocolError::FieldCount { got: 0, .. })
+        ));
+        assert_eq!(
+            Request::parse(b"Lk\tu\textra").unwrap(),
+            Request::Lookup {
+                key: b(b"k"),
+                username: Some(b(b"u"))
+            }
+        );
     }
 
     #[test]

@@ -2,23 +2,26 @@
 //! and made again after it broke, so the server starts while Redis is down and resumes
 //! when Redis returns.
 //!
-//! This is `redis::aio::ConnectionManager`'s job, done here because a dict needs two things
-//! that manager hides: knowing whether a failed commit had been handed to Redis at all
-//! (`Failed` vs `WriteUncertain`), and failing at once while Redis is down instead of
-//! waiting for the manager's background reconnect backoff. Like Dovecot, we connect again
-//! on the next operation after a failure; `AUTH` and `SELECT` are sent on every connect.
+//! This is `redis::aio::ConnectionManager`'s job, done here because a dict needs what that
+//! manager hides: whether a failed commit had been handed to Redis at all (`Failed` vs
+//! `WriteUncertain`), and failing at once while Redis is down instead of waiting for the
+//! manager's reconnect backoff. Like Dovecot we connect again on the next operation after
+//! a failure. We open the socket ourselves and run the connection's driver task, so a
+//! connection that died while idle (Redis restarted) is known dead before it is used.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, ProtocolVersion, PushKind,
-    RedisConnectionInfo, RedisError,
-};
+use redis::{AsyncConnectionConfig, ProtocolVersion, RedisConnectionInfo, RedisError};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Mutex;
 use tokio::time::{timeout_at, Instant};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
 
 use dict_config::RedisParams;
 
@@ -38,9 +41,16 @@ impl Live {
     }
 }
 
+enum Addr {
+    Tcp { host: String, port: u16 },
+    Tls { host: String, port: u16, tls: TlsConnector },
+    Unix(PathBuf),
+}
+
 pub(crate) struct Connector {
-    client: Client,
-    config: AsyncConnectionConfig,
+    addr: Addr,
+    /// `AUTH` and `SELECT` after each connect.
+    info: RedisConnectionInfo,
     /// `host:port` or the socket path, for error messages.
     target: String,
     current: Mutex<Option<Live>>,
@@ -54,7 +64,8 @@ pub(crate) enum ConnectError {
 }
 
 impl Connector {
-    /// Checks the parameters; does not connect.
+    /// Checks the parameters (and loads the CA certificates for `tls=yes`); does not
+    /// connect.
     pub(crate) fn new(params: &RedisParams) -> Result<Connector, String> {
         let (addr, target) = match &params.path {
             Some(path) => {
@@ -64,10 +75,7 @@ impl Connector {
                         path.display()
                     ));
                 }
-                (
-                    ConnectionAddr::Unix(path.clone()),
-                    path.display().to_string(),
-                )
+                (Addr::Unix(path.clone()), path.display().to_string())
             }
             None => {
                 let target = if params.host.contains(':') {
@@ -75,16 +83,14 @@ impl Connector {
                 } else {
                     format!("{}:{}", params.host, params.port)
                 };
+                let (host, port) = (params.host.clone(), params.port);
                 let addr = if params.tls {
-                    install_crypto_provider();
-                    ConnectionAddr::TcpTls {
-                        host: params.host.clone(),
-                        port: params.port,
-                        insecure: false,
-                        tls_params: None,
-                    }
+                    ServerName::try_from(host.clone())
+                        .map_err(|e| format!("redis: tls=yes: invalid host name {host}: {e}"))?;
+                    let tls = TlsConnector::from(Arc::new(tls_config()?));
+                    Addr::Tls { host, port, tls }
                 } else {
-                    ConnectionAddr::Tcp(params.host.clone(), params.port)
+                    Addr::Tcp { host, port }
                 };
                 (addr, target)
             }
@@ -92,23 +98,15 @@ impl Connector {
         if params.user.is_some() && params.password.is_none() {
             return Err("redis: user= needs password= as well".into());
         }
-        let info = ConnectionInfo {
-            addr,
-            redis: RedisConnectionInfo {
-                db: i64::from(params.db),
-                username: params.user.clone(),
-                password: params.password.clone(),
-                protocol: ProtocolVersion::RESP2,
-            },
+        let info = RedisConnectionInfo {
+            db: i64::from(params.db),
+            username: params.user.clone(),
+            password: params.password.clone(),
+            protocol: ProtocolVersion::RESP2,
         };
-        let client = Client::open(info).map_err(|e| format!("redis: {e}"))?;
-        // Every call is bounded by the caller's deadline; this one only keeps a hanging
-        // connect (an address that drops packets) from outliving it.
-        let timeout = Duration::from_millis(u64::from(params.timeout_msecs.max(1)));
-        let config = AsyncConnectionConfig::new().set_connection_timeout(timeout);
         Ok(Connector {
-            client,
-            config,
+            addr,
+            info,
             target,
             current: Mutex::new(None),
         })
@@ -133,27 +131,10 @@ impl Connector {
             }
         }
         *current = None;
-        let dead = Arc::new(AtomicBool::new(false));
-        let flag = dead.clone();
-        // The connection reports its own end (EOF, reset) as a Disconnection push, so a
-        // connection that died while idle is not handed out again.
-        let config = self
-            .config
-            .clone()
-            .set_push_sender(move |info: redis::PushInfo| {
-                if info.kind == PushKind::Disconnection {
-                    flag.store(true, Ordering::Relaxed);
-                }
-                Ok::<(), std::convert::Infallible>(())
-            });
-        let conn = timeout_at(
-            deadline,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-        .map_err(|_| ConnectError::TimedOut)?
-        .map_err(ConnectError::Failed)?;
+        let (conn, dead) = timeout_at(deadline, self.open())
+            .await
+            .map_err(|_| ConnectError::TimedOut)?
+            .map_err(ConnectError::Failed)?;
         let live = Live {
             conn,
             dead,
@@ -162,12 +143,62 @@ impl Connector {
         *current = Some(live.clone());
         Ok(live)
     }
+
+    async fn open(&self) -> Result<(MultiplexedConnection, Arc<AtomicBool>), RedisError> {
+        match &self.addr {
+            Addr::Tcp { host, port } => {
+                let tcp = TcpStream::connect((host.as_str(), *port)).await?;
+                tcp.set_nodelay(true)?;
+                self.start(tcp).await
+            }
+            Addr::Tls { host, port, tls } => {
+                let tcp = TcpStream::connect((host.as_str(), *port)).await?;
+                tcp.set_nodelay(true)?;
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                self.start(tls.connect(name, tcp).await?).await
+            }
+            Addr::Unix(path) => self.start(UnixStream::connect(path).await?).await,
+        }
+    }
+
+    /// Sends `AUTH`/`SELECT` and starts the task that drives the connection; when that
+    /// task ends (EOF, reset, all handles dropped) the connection is marked dead.
+    async fn start<S>(&self, stream: S) -> Result<(MultiplexedConnection, Arc<AtomicBool>), RedisError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (conn, driver) =
+            MultiplexedConnection::new_with_config(&self.info, stream, AsyncConnectionConfig::new())
+                .await?;
+        let dead = Arc::new(AtomicBool::new(false));
+        let flag = dead.clone();
+        tokio::spawn(async move {
+            driver.await;
+            flag.store(true, Ordering::Relaxed);
+        });
+        Ok((conn, dead))
+    }
 }
 
-/// `tls=yes` uses rustls with ring; installed once per process (a provider installed
-/// before, by us or anyone else, is kept).
-fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+/// rustls with ring, trusting the system's CA certificates (`SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` override them).
+fn tls_config() -> Result<ClientConfig, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        return Err(format!("redis: tls=yes: no CA certificates found{why}"));
+    }
+    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("redis: tls=yes: {e}"))
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
 }
 
 /// True when `e` says the connection itself is unusable (as opposed to an error reply).

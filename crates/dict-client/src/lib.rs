@@ -1,0 +1,58 @@
+//! An async client for Dovecot's dict proxy protocol, speaking major 3 (Dovecot 2.3.17–2.3.21)
+//! or major 4 (2.4), shaped like tokio-postgres: a [`Client`] handle sends each request to a
+//! connection task over a channel, with a reply channel per request, so any number of
+//! requests can be in flight on one connection.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), dict_client::Error> {
+//! use dict_client::{Client, ClientOptions, CommitResult};
+//! let client = Client::open("proxy::quota", ClientOptions::default())?;
+//! let bytes = client.lookup("priv/quota/storage", "alice").await?;
+//! let mut tx = client.transaction("alice");
+//! tx.set("priv/quota/storage", "1234")?;
+//! assert_eq!(tx.commit().await, CommitResult::Ok);
+//! # Ok(()) }
+//! ```
+//!
+//! What follows Dovecot's client (dict-protocol.md §1.4, §4.2, §4.3):
+//! * URIs: `proxy:[idle_msecs=N:][warn_slow_msecs=N:][path]:name`, path relative to base_dir.
+//! * Replies are matched by async id (`*n`/`+n`) or, for plain lines, to the oldest pending
+//!   command, so servers answering in order without ids (hello minor 0) work too.
+//! * A lost connection fails pending lookups and iterations and turns pending commits into
+//!   [`CommitResult::WriteUncertain`]; transactions begun on it fail at commit. After a
+//!   request timeout, lookups and iterations without rows yet are sent again once. Major 4
+//!   also retries after a lost connection, and retries commits without atomic increments.
+//! * The connection closes when idle (at once by default) and is opened again when needed.
+
+mod client;
+mod connection;
+mod error;
+pub mod print;
+mod transaction;
+pub mod uri;
+
+pub use client::{Client, ClientOptions, Iter, IterRow};
+pub use dict_protocol::IterateFlags;
+pub use error::{CommitResult, Error};
+pub use transaction::Transaction;
+pub use uri::ProxyUri;
+
+/// The protocol major the client speaks; a server accepts only its own (§3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Protocol {
+    /// `H3\t2\t0\t\t<name>`: Dovecot 2.3.17 – 2.3.21.
+    #[default]
+    V3,
+    /// `H4\t0\t0\t\t<name>`: Dovecot 2.4.
+    V4,
+}
+
+impl Protocol {
+    /// The major version number.
+    pub fn major(self) -> u32 {
+        match self {
+            Protocol::V3 => 3,
+            Protocol::V4 => 4,
+        }
+    }
+}

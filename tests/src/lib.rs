@@ -1,0 +1,325 @@
+//! Helpers for the end-to-end tests: the `dict-server` binary on a private socket, backends
+//! from the services `tests/scripts/services.sh` starts, and the real `doveadm`.
+//!
+//! A test that needs a service fails loudly when the service is missing: run the suite with
+//! `tests/scripts/run-all.sh`, which starts them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// An environment variable set by `tests/scripts/services.sh env`, or a panic saying so.
+pub fn service_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() && v != "unset" => v,
+        _ => panic!("{name} is not set: start the test services with tests/scripts/run-all.sh (or `tests/scripts/services.sh start` and `eval \"$(tests/scripts/services.sh env)\"`)"),
+    }
+}
+
+/// The repository's root.
+pub fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The `dict-server` binary cargo built next to this test executable.
+pub fn server_binary() -> PathBuf {
+    if let Ok(bin) = std::env::var("DICT_SERVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let bin = dir.join("dict-server");
+    assert!(bin.exists(), "{} is missing: run `cargo build --workspace` first", bin.display());
+    bin
+}
+
+/// SQL backends the suites run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sql {
+    /// A fresh SQLite file per test.
+    Sqlite,
+    /// MariaDB from services.sh.
+    Mysql,
+    /// PostgreSQL from services.sh.
+    Pgsql,
+}
+
+impl Sql {
+    /// The dict-sql driver name (URI scheme).
+    pub fn driver(self) -> &'static str {
+        match self {
+            Sql::Sqlite => "sqlite",
+            Sql::Mysql => "mysql",
+            Sql::Pgsql => "pgsql",
+        }
+    }
+}
+
+/// The maps of the reference configuration (same as Dovecot's test harness).
+pub const MAPS: &str = r#"
+map {
+  pattern = priv/quota/storage
+  table = quota
+  username_field = username
+  value_field = bytes
+  value_type = uint
+}
+map {
+  pattern = priv/quota/messages
+  table = quota
+  username_field = username
+  value_field = messages
+  value_type = uint
+}
+map {
+  pattern = shared/kv/$scope/$name
+  table = kv
+  value_field = value
+  fields {
+    scope = $scope
+    name = $name
+  }
+}
+map {
+  pattern = priv/kv/$name
+  table = userkv
+  username_field = username
+  value_field = value
+  fields {
+    name = $name
+  }
+}
+map {
+  pattern = priv/quota/both
+  table = quota
+  username_field = username
+  value_field = bytes,messages
+  value_type = uint,uint
+}
+map {
+  pattern = shared/bench/$name
+  table = bench
+  value_field = value
+  fields {
+    name = $name
+  }
+}
+"#;
+
+/// One running `dict-server` with one SQL dict, on a private socket.
+pub struct DictServer {
+    /// The socket path.
+    pub socket: PathBuf,
+    /// The dict name served.
+    pub name: String,
+    /// The backend.
+    pub sql: Sql,
+    /// The SQLite file (SQLite only).
+    pub sqlite_db: Option<PathBuf>,
+    child: Child,
+    /// The scratch directory (config, socket, log).
+    pub dir: tempfile::TempDir,
+}
+
+impl DictServer {
+    /// Starts the server binary with a Dovecot 2.3 config serving dict `name` on `sql`.
+    pub fn start(sql: Sql, name: &str) -> DictServer {
+        let dir = tempfile::Builder::new().prefix("dict-rs-").tempdir_in(scratch()).expect("tempdir");
+        let mut sqlite_db = None;
+        let connect = match sql {
+            Sql::Sqlite => {
+                let db = dir.path().join("dict.db");
+                let schema = std::fs::File::open(repo_dir().join("tests/fixtures/schema-sqlite.sql")).unwrap();
+                run_ok(Command::new("sqlite3").arg(&db).stdin(schema));
+                sqlite_db = Some(db.clone());
+                db.display().to_string()
+            }
+            Sql::Mysql => format!(
+                "host={} port={} dbname={} user={} password={}",
+                service_env("DICT_TEST_MYSQL_HOST"),
+                service_env("DICT_TEST_MYSQL_PORT"),
+                service_env("DICT_TEST_MYSQL_DB"),
+                service_env("DICT_TEST_MYSQL_USER"),
+                service_env("DICT_TEST_MYSQL_PASSWORD")
+            ),
+            Sql::Pgsql => format!(
+                "host={} port={} dbname={} user={} password={}",
+                service_env("DICT_TEST_PGSQL_HOST"),
+                service_env("DICT_TEST_PGSQL_PORT"),
+                service_env("DICT_TEST_PGSQL_DB"),
+                service_env("DICT_TEST_PGSQL_USER"),
+                service_env("DICT_TEST_PGSQL_PASSWORD")
+            ),
+        };
+        let map_path = dir.path().join("dovecot-dict-sql.conf.ext");
+        std::fs::write(&map_path, format!("connect = {connect}\n{MAPS}")).unwrap();
+        let conf = dir.path().join("dovecot.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "# a dovecot.conf as admins have them\nbase_dir = {}\nprotocols =\nservice dict {{\n  unix_listener dict {{\n    mode = 0666\n  }}\n}}\ndict {{\n  {name} = {}:{}\n}}\n",
+                dir.path().display(),
+                sql.driver(),
+                map_path.display()
+            ),
+        )
+        .unwrap();
+        let socket = dir.path().join("dict.sock");
+        let args = ["--dovecot-config".to_string(), conf.display().to_string(), "--listen".to_string(), socket.display().to_string()];
+        Self::spawn(dir, &args, socket, name, sql, sqlite_db)
+    }
+
+    fn spawn(dir: tempfile::TempDir, args: &[String], socket: PathBuf, name: &str, sql: Sql, sqlite_db: Option<PathBuf>) -> DictServer {
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new(server_binary())
+            .args(args)
+            .env("RUST_LOG", "info,dict_server=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn dict-server");
+        let mut server = DictServer { socket, name: name.to_string(), sql, sqlite_db, child, dir };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("dict-server exited with {status}: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("dict-server did not listen on {} in time: {}", self.socket.display(), self.log());
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// `proxy:<socket>:<name>`, the URI Dovecot's clients use.
+    pub fn uri(&self) -> String {
+        format!("proxy:{}:{}", self.socket.display(), self.name)
+    }
+
+    /// Runs SQL in the backing database and returns its rows, tab-separated, one per line.
+    pub fn sql(&self, query: &str) -> String {
+        sql_query(self.sql, self.sqlite_db.as_deref(), query)
+    }
+
+    /// Stops the server with SIGTERM and waits for it.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("dict-server did not stop on SIGTERM: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for DictServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `query` against a backend directly (not through the dict), via its CLI.
+pub fn sql_query(sql: Sql, sqlite_db: Option<&Path>, query: &str) -> String {
+    let out = match sql {
+        Sql::Sqlite => run_ok(Command::new("sqlite3").arg("-separator").arg("\t").arg(sqlite_db.expect("sqlite db")).arg(query)),
+        Sql::Mysql => run_ok(
+            Command::new("mariadb")
+                .arg("--no-defaults")
+                .arg(format!("-h{}", service_env("DICT_TEST_MYSQL_HOST")))
+                .arg(format!("-P{}", service_env("DICT_TEST_MYSQL_PORT")))
+                .arg(format!("-u{}", service_env("DICT_TEST_MYSQL_USER")))
+                .arg(format!("-p{}", service_env("DICT_TEST_MYSQL_PASSWORD")))
+                .arg("-N")
+                .arg("-B")
+                .arg(service_env("DICT_TEST_MYSQL_DB"))
+                .arg("-e")
+                .arg(query),
+        ),
+        Sql::Pgsql => run_ok(
+            Command::new("psql")
+                .env("PGPASSWORD", service_env("DICT_TEST_PGSQL_PASSWORD"))
+                .arg("-h")
+                .arg(service_env("DICT_TEST_PGSQL_HOST"))
+                .arg("-p")
+                .arg(service_env("DICT_TEST_PGSQL_PORT"))
+                .arg("-U")
+                .arg(service_env("DICT_TEST_PGSQL_USER"))
+                .arg("-At")
+                .arg("-F")
+                .arg("\t")
+                .arg("-v")
+                .arg("ON_ERROR_STOP=1")
+                .arg("-c")
+                .arg(query)
+                .arg(service_env("DICT_TEST_PGSQL_DB")),
+        ),
+    };
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// Where tests keep their files: the services' scratch dir when set (short socket paths).
+pub fn scratch() -> PathBuf {
+    let dir = std::env::var("DICT_TEST_SCRATCH").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
+    let dir = dir.join("e2e");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs a command and panics with its output unless it succeeds.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// What a `doveadm` run printed.
+#[derive(Debug)]
+pub struct Doveadm {
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// Exit code.
+    pub code: i32,
+}
+
+/// Runs the real `doveadm` with the test client config and `args`.
+pub fn doveadm(args: &[&str]) -> Doveadm {
+    let bin = service_env("DICT_TEST_DOVEADM");
+    let conf = service_env("DICT_TEST_DOVEADM_CONF");
+    let out = Command::new(&bin).arg("-c").arg(&conf).args(args).output().unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+    Doveadm {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code().unwrap_or(-1),
+    }
+}
+
+/// A name unique to this process and call, for keys and users that must not collide.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
