@@ -1,0 +1,127 @@
+//! The real Dovecot 2.3 quota_clone plugin (`quota_clone_dict = proxy:<socket>:<name>`) saving
+//! and expunging mail through `doveadm`, with our server storing the quota in SQL: after each
+//! step the row holds exactly the bytes (vsize) and message count Dovecot reports.
+
+use std::process::{Command, Stdio};
+
+use dict_tests::{doveadm, repo_dir, run_ok, scratch, DictServer, Sql};
+
+const ALICE: &str = "qc-alice@example.test";
+const BOB: &str = "qc-bob@example.test";
+
+/// A private mail instance whose quota_clone writes to `server`.
+struct MailEnv {
+    conf: String,
+    dir: std::path::PathBuf,
+}
+
+impl MailEnv {
+    fn start(server: &DictServer) -> MailEnv {
+        let dir = scratch().join(format!("qc-{}", server.sql.driver()));
+        let out = run_ok(
+            Command::new("bash")
+                .arg(repo_dir().join("tests/scripts/quota-clone-env.sh"))
+                .arg("start")
+                .arg(&server.socket)
+                .arg(&server.name)
+                .env("DICT_TEST_QC_DIR", &dir)
+                .stdin(Stdio::null()),
+        );
+        MailEnv { conf: String::from_utf8_lossy(&out.stdout).trim().to_string(), dir }
+    }
+
+    fn doveadm(&self, args: &[&str], stdin: Option<String>) -> String {
+        let mut cmd = Command::new("doveadm");
+        cmd.arg("-c").arg(&self.conf).args(args);
+        let out = match stdin {
+            Some(input) => {
+                use std::io::Write;
+                let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+                child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+                child.wait_with_output().unwrap()
+            }
+            None => cmd.output().unwrap(),
+        };
+        assert!(out.status.success(), "doveadm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// (vsize, messages) of the user's INBOX as Dovecot sees it.
+    fn usage(&self, user: &str) -> (u64, u64) {
+        let out = self.doveadm(&["-f", "tab", "mailbox", "status", "-u", user, "vsize messages", "INBOX"], None);
+        // A header line names the columns (mailbox, messages, vsize in doveadm's order).
+        let mut lines = out.lines();
+        let header: Vec<&str> = lines.next().expect("header").split('\t').collect();
+        let row: Vec<&str> = lines.last().expect("status line").split('\t').collect();
+        let field = |name: &str| -> u64 {
+            let i = header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no {name} in {out:?}"));
+            row[i].trim().parse().unwrap_or_else(|_| panic!("{name} in {out:?}"))
+        };
+        (field("vsize"), field("messages"))
+    }
+}
+
+impl Drop for MailEnv {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo_dir().join("tests/scripts/quota-clone-env.sh"))
+            .arg("stop")
+            .env("DICT_TEST_QC_DIR", &self.dir)
+            .status();
+    }
+}
+
+fn message(n: usize, user: &str) -> String {
+    let mut m = format!("From: sender@example.test\r\nTo: {user}\r\nSubject: quota clone test {n}\r\nMessage-ID: <qc-{n}-{user}>\r\n\r\n");
+    for i in 0..n * 20 {
+        m.push_str(&format!("line {i:04} of message {n} for {user}\r\n"));
+    }
+    m
+}
+
+fn check(server: &DictServer, mail: &MailEnv, user: &str, step: &str) {
+    let (bytes, messages) = mail.usage(user);
+    let row = server.sql(&format!("SELECT bytes, messages FROM quota WHERE username = '{user}'"));
+    assert_eq!(row, format!("{bytes}\t{messages}"), "{step}: {user}'s quota row\n{}", server.log());
+    let uri = server.uri();
+    let got = doveadm(&["-f", "flow", "dict", "get", "-u", user, &uri, "priv/quota/storage"]);
+    assert_eq!(got.stdout.trim(), bytes.to_string(), "{step}: dict lookup of storage");
+    let got = doveadm(&["-f", "flow", "dict", "get", "-u", user, &uri, "priv/quota/messages"]);
+    assert_eq!(got.stdout.trim(), messages.to_string(), "{step}: dict lookup of messages");
+}
+
+fn suite(sql: Sql) {
+    let server = DictServer::start(sql, sql.driver());
+    for user in [ALICE, BOB] {
+        server.sql(&format!("DELETE FROM quota WHERE username = '{user}'"));
+    }
+    let mail = MailEnv::start(&server);
+    for n in 1..=3 {
+        mail.doveadm(&["save", "-u", ALICE, "-m", "INBOX"], Some(message(n, ALICE)));
+    }
+    check(&server, &mail, ALICE, "after 3 saves");
+    mail.doveadm(&["save", "-u", BOB, "-m", "INBOX"], Some(message(7, BOB)));
+    check(&server, &mail, BOB, "after 1 save");
+    mail.doveadm(&["expunge", "-u", ALICE, "mailbox", "INBOX", "uid", "2"], None);
+    check(&server, &mail, ALICE, "after expunge");
+    mail.doveadm(&["copy", "-u", ALICE, "INBOX", "mailbox", "INBOX", "uid", "1"], None);
+    check(&server, &mail, ALICE, "after copy");
+    mail.doveadm(&["expunge", "-u", BOB, "mailbox", "INBOX", "all"], None);
+    check(&server, &mail, BOB, "after expunge all");
+    assert_eq!(mail.usage(BOB), (0, 0));
+}
+
+#[test]
+fn quota_clone_into_sqlite() {
+    suite(Sql::Sqlite);
+}
+
+#[test]
+fn quota_clone_into_mariadb() {
+    suite(Sql::Mysql);
+}
+
+#[test]
+fn quota_clone_into_postgresql() {
+    suite(Sql::Pgsql);
+}
