@@ -86,6 +86,9 @@ on_signal() {
 }
 trap on_signal INT TERM
 
+# Tests that need a service fail (never skip) when it is missing.
+export DICT_TEST_REQUIRE_SERVICES=1
+
 # ----------------------------------------------------------------- build ---
 if ! step build "$CARGO" build --workspace --all-targets; then
 	skip services "build failed"; skip tests "build failed"
@@ -114,6 +117,8 @@ step "cargo test" "$CARGO" test --workspace --all-targets -- --test-threads="$TH
 #   step "doc tests"  "$CARGO" test --workspace --doc
 #   step "clippy"     "$CARGO" clippy --workspace --all-targets -- -D warnings
 #   step "quota_clone e2e" "$REPO_DIR/tests/scripts/<script>.sh"
+step "rustfmt" "$CARGO" fmt --all --check
+step "clippy" "$CARGO" clippy --workspace --all-targets -- -D warnings
 # ------------------------------------------------------- END MORE STEPS ---
 
 exit 0
