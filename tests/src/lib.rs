@@ -18,7 +18,10 @@ pub fn service_env(name: &str) -> String {
 
 /// The repository's root.
 pub fn repo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The `dict-server` binary cargo built next to this test executable.
@@ -27,9 +30,16 @@ pub fn server_binary() -> PathBuf {
         return PathBuf::from(bin);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
     let bin = dir.join("dict-server");
-    assert!(bin.exists(), "{} is missing: run `cargo build --workspace` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        bin.display()
+    );
     bin
 }
 
@@ -124,12 +134,17 @@ pub struct DictServer {
 impl DictServer {
     /// Starts the server binary with a Dovecot 2.3 config serving dict `name` on `sql`.
     pub fn start(sql: Sql, name: &str) -> DictServer {
-        let dir = tempfile::Builder::new().prefix("dict-rs-").tempdir_in(scratch()).expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("dict-rs-")
+            .tempdir_in(scratch())
+            .expect("tempdir");
         let mut sqlite_db = None;
         let connect = match sql {
             Sql::Sqlite => {
                 let db = dir.path().join("dict.db");
-                let schema = std::fs::File::open(repo_dir().join("tests/fixtures/schema-sqlite.sql")).unwrap();
+                let schema =
+                    std::fs::File::open(repo_dir().join("tests/fixtures/schema-sqlite.sql"))
+                        .unwrap();
                 run_ok(Command::new("sqlite3").arg(&db).stdin(schema));
                 sqlite_db = Some(db.clone());
                 db.display().to_string()
@@ -165,11 +180,23 @@ impl DictServer {
         )
         .unwrap();
         let socket = dir.path().join("dict.sock");
-        let args = ["--dovecot-config".to_string(), conf.display().to_string(), "--listen".to_string(), socket.display().to_string()];
+        let args = [
+            "--dovecot-config".to_string(),
+            conf.display().to_string(),
+            "--listen".to_string(),
+            socket.display().to_string(),
+        ];
         Self::spawn(dir, &args, socket, name, sql, sqlite_db)
     }
 
-    fn spawn(dir: tempfile::TempDir, args: &[String], socket: PathBuf, name: &str, sql: Sql, sqlite_db: Option<PathBuf>) -> DictServer {
+    fn spawn(
+        dir: tempfile::TempDir,
+        args: &[String],
+        socket: PathBuf,
+        name: &str,
+        sql: Sql,
+        sqlite_db: Option<PathBuf>,
+    ) -> DictServer {
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let child = Command::new(server_binary())
             .args(args)
@@ -179,7 +206,14 @@ impl DictServer {
             .stderr(log)
             .spawn()
             .expect("spawn dict-server");
-        let mut server = DictServer { socket, name: name.to_string(), sql, sqlite_db, child, dir };
+        let mut server = DictServer {
+            socket,
+            name: name.to_string(),
+            sql,
+            sqlite_db,
+            child,
+            dir,
+        };
         server.wait_ready();
         server
     }
@@ -195,7 +229,11 @@ impl DictServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("dict-server did not listen on {} in time: {}", self.socket.display(), self.log());
+        panic!(
+            "dict-server did not listen on {} in time: {}",
+            self.socket.display(),
+            self.log()
+        );
     }
 
     /// The server's log so far.
@@ -243,7 +281,13 @@ impl Drop for DictServer {
 /// Runs `query` against a backend directly (not through the dict), via its CLI.
 pub fn sql_query(sql: Sql, sqlite_db: Option<&Path>, query: &str) -> String {
     let out = match sql {
-        Sql::Sqlite => run_ok(Command::new("sqlite3").arg("-separator").arg("\t").arg(sqlite_db.expect("sqlite db")).arg(query)),
+        Sql::Sqlite => run_ok(
+            Command::new("sqlite3")
+                .arg("-separator")
+                .arg("\t")
+                .arg(sqlite_db.expect("sqlite db"))
+                .arg(query),
+        ),
         Sql::Mysql => run_ok(
             Command::new("mariadb")
                 .arg("--no-defaults")
@@ -281,7 +325,9 @@ pub fn sql_query(sql: Sql, sqlite_db: Option<&Path>, query: &str) -> String {
 
 /// Where tests keep their files: the services' scratch dir when set (short socket paths).
 pub fn scratch() -> PathBuf {
-    let dir = std::env::var("DICT_TEST_SCRATCH").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
+    let dir = std::env::var("DICT_TEST_SCRATCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir());
     let dir = dir.join("e2e");
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -289,8 +335,15 @@ pub fn scratch() -> PathBuf {
 
 /// Runs a command and panics with its output unless it succeeds.
 pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -309,7 +362,12 @@ pub struct Doveadm {
 pub fn doveadm(args: &[&str]) -> Doveadm {
     let bin = service_env("DICT_TEST_DOVEADM");
     let conf = service_env("DICT_TEST_DOVEADM_CONF");
-    let out = Command::new(&bin).arg("-c").arg(&conf).args(args).output().unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+    let out = Command::new(&bin)
+        .arg("-c")
+        .arg(&conf)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
     Doveadm {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -321,5 +379,9 @@ pub fn doveadm(args: &[&str]) -> Doveadm {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

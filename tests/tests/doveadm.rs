@@ -11,7 +11,7 @@ fn sorted_lines(s: &str) -> Vec<&str> {
 }
 
 fn suite(sql: Sql) {
-    let server = DictServer::start(sql, "quota");
+    let mut server = DictServer::start(sql, "quota");
     let uri = server.uri();
     let scope = unique("s");
     let alice = unique("alice");
@@ -20,13 +20,21 @@ fn suite(sql: Sql) {
 
     // set, get (flow, tab, json), not found
     let r = doveadm(&["dict", "set", &uri, &k("a"), "hello"]);
-    assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{r:?}\n{}", server.log());
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (0, ""),
+        "{r:?}\n{}",
+        server.log()
+    );
     assert_eq!(doveadm(&["dict", "set", &uri, &k("b"), "world"]).code, 0);
     let r = doveadm(&["-f", "flow", "dict", "get", &uri, &k("a")]);
     assert_eq!((r.code, r.stdout.as_str()), (0, "hello\n"), "{r:?}");
     let r = doveadm(&["-f", "json", "dict", "get", &uri, &k("a")]);
     assert_eq!(r.code, 0);
-    assert_eq!(r.stdout.split_whitespace().collect::<String>(), r#"[{"value":"hello"}]"#);
+    assert_eq!(
+        r.stdout.split_whitespace().collect::<String>(),
+        r#"[{"value":"hello"}]"#
+    );
     let r = doveadm(&["-f", "tab", "dict", "get", &uri, &k("a")]);
     assert_eq!((r.code, r.stdout.as_str()), (0, "\nhello\n"), "{r:?}");
     let r = doveadm(&["-f", "flow", "dict", "get", &uri, &k("nonexistent")]);
@@ -34,32 +42,182 @@ fn suite(sql: Sql) {
     assert!(r.stderr.contains("doesn't exist"), "{r:?}");
 
     // priv keys, per user; inc, negative inc, inc on a missing row
-    assert_eq!(doveadm(&["dict", "set", "-u", &alice, &uri, "priv/quota/storage", "1000"]).code, 0);
-    assert_eq!(doveadm(&["-f", "flow", "dict", "get", "-u", &alice, &uri, "priv/quota/storage"]).stdout, "1000\n");
-    assert_eq!(doveadm(&["-f", "flow", "dict", "get", "-u", &bob, &uri, "priv/quota/storage"]).code, 68);
-    assert_eq!(doveadm(&["dict", "inc", "-u", &alice, &uri, "priv/quota/storage", "24"]).code, 0);
-    assert_eq!(doveadm(&["dict", "inc", "-u", &alice, &uri, "priv/quota/storage", "--", "-4"]).code, 0);
-    assert_eq!(doveadm(&["-f", "flow", "dict", "get", "-u", &alice, &uri, "priv/quota/storage"]).stdout, "1020\n");
+    assert_eq!(
+        doveadm(&[
+            "dict",
+            "set",
+            "-u",
+            &alice,
+            &uri,
+            "priv/quota/storage",
+            "1000"
+        ])
+        .code,
+        0
+    );
+    assert_eq!(
+        doveadm(&[
+            "-f",
+            "flow",
+            "dict",
+            "get",
+            "-u",
+            &alice,
+            &uri,
+            "priv/quota/storage"
+        ])
+        .stdout,
+        "1000\n"
+    );
+    assert_eq!(
+        doveadm(&[
+            "-f",
+            "flow",
+            "dict",
+            "get",
+            "-u",
+            &bob,
+            &uri,
+            "priv/quota/storage"
+        ])
+        .code,
+        68
+    );
+    assert_eq!(
+        doveadm(&[
+            "dict",
+            "inc",
+            "-u",
+            &alice,
+            &uri,
+            "priv/quota/storage",
+            "24"
+        ])
+        .code,
+        0
+    );
+    assert_eq!(
+        doveadm(&[
+            "dict",
+            "inc",
+            "-u",
+            &alice,
+            &uri,
+            "priv/quota/storage",
+            "--",
+            "-4"
+        ])
+        .code,
+        0
+    );
+    assert_eq!(
+        doveadm(&[
+            "-f",
+            "flow",
+            "dict",
+            "get",
+            "-u",
+            &alice,
+            &uri,
+            "priv/quota/storage"
+        ])
+        .stdout,
+        "1020\n"
+    );
     let r = doveadm(&["dict", "inc", "-u", &bob, &uri, "priv/quota/messages", "5"]);
     assert_eq!(r.code, 68, "{r:?}");
     // multi-value map: M reply, space-separated by doveadm
-    assert_eq!(doveadm(&["-f", "flow", "dict", "get", "-u", &alice, &uri, "priv/quota/both"]).stdout, "1020 0\n");
-    assert_eq!(server.sql(&format!("SELECT bytes, messages FROM quota WHERE username = '{alice}'")), "1020\t0");
+    assert_eq!(
+        doveadm(&[
+            "-f",
+            "flow",
+            "dict",
+            "get",
+            "-u",
+            &alice,
+            &uri,
+            "priv/quota/both"
+        ])
+        .stdout,
+        "1020 0\n"
+    );
+    assert_eq!(
+        server.sql(&format!(
+            "SELECT bytes, messages FROM quota WHERE username = '{alice}'"
+        )),
+        "1020\t0"
+    );
 
     // iterate: one level, recursive, no values, exact key
-    assert_eq!(doveadm(&["dict", "set", &uri, &format!("shared/kv/{scope}x/c"), "third"]).code, 0);
-    let r = doveadm(&["-f", "tab", "dict", "iter", &uri, &format!("shared/kv/{scope}/")]);
+    assert_eq!(
+        doveadm(&[
+            "dict",
+            "set",
+            &uri,
+            &format!("shared/kv/{scope}x/c"),
+            "third"
+        ])
+        .code,
+        0
+    );
+    let r = doveadm(&[
+        "-f",
+        "tab",
+        "dict",
+        "iter",
+        &uri,
+        &format!("shared/kv/{scope}/"),
+    ]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(sorted_lines(&r.stdout), sorted_lines(&format!("key\tvalue\n{}\thello\n{}\tworld\n", k("a"), k("b"))));
+    assert_eq!(
+        sorted_lines(&r.stdout),
+        sorted_lines(&format!(
+            "key\tvalue\n{}\thello\n{}\tworld\n",
+            k("a"),
+            k("b")
+        ))
+    );
     let r = doveadm(&["-f", "tab", "dict", "iter", "-1", &uri, &k("a")]);
     assert_eq!(r.stdout, format!("key\tvalue\n{}\thello\n", k("a")));
-    let r = doveadm(&["-f", "tab", "dict", "iter", "-R", "-V", &uri, &format!("shared/kv/{scope}/")]);
-    assert_eq!(sorted_lines(&r.stdout), sorted_lines(&format!("key\n{}\n{}\n", k("a"), k("b"))));
+    let r = doveadm(&[
+        "-f",
+        "tab",
+        "dict",
+        "iter",
+        "-R",
+        "-V",
+        &uri,
+        &format!("shared/kv/{scope}/"),
+    ]);
+    assert_eq!(
+        sorted_lines(&r.stdout),
+        sorted_lines(&format!("key\n{}\n{}\n", k("a"), k("b")))
+    );
     let r = doveadm(&["-f", "json", "dict", "iter", "-1", &uri, &k("b")]);
-    assert_eq!(r.stdout.split_whitespace().collect::<String>(), format!(r#"[{{"key":"{}","value":"world"}}]"#, k("b")));
-    let r = doveadm(&["-f", "tab", "dict", "iter", "-R", "-V", "-u", &alice, &uri, "priv/quota/"]);
-    assert_eq!(r.code, 0, "iterating maps without variables must work (Dovecot 2.3 crashes): {r:?}");
-    assert_eq!(sorted_lines(&r.stdout), sorted_lines("key\npriv/quota/storage\npriv/quota/messages\npriv/quota/both\n"));
+    assert_eq!(
+        r.stdout.split_whitespace().collect::<String>(),
+        format!(r#"[{{"key":"{}","value":"world"}}]"#, k("b"))
+    );
+    let r = doveadm(&[
+        "-f",
+        "tab",
+        "dict",
+        "iter",
+        "-R",
+        "-V",
+        "-u",
+        &alice,
+        &uri,
+        "priv/quota/",
+    ]);
+    assert_eq!(
+        r.code, 0,
+        "iterating maps without variables must work (Dovecot 2.3 crashes): {r:?}"
+    );
+    assert_eq!(
+        sorted_lines(&r.stdout),
+        sorted_lines("key\npriv/quota/storage\npriv/quota/messages\npriv/quota/both\n")
+    );
 
     // unset deletes the row; unset of nothing is fine
     assert_eq!(doveadm(&["dict", "unset", &uri, &k("b")]).code, 0);
@@ -69,15 +227,30 @@ fn suite(sql: Sql) {
     // server-side failures: exit 75 with Dovecot's texts
     let r = doveadm(&["-f", "flow", "dict", "get", &uri, "shared/nomap/x"]);
     assert_eq!(r.code, 75);
-    assert!(r.stderr.contains("sql dict lookup: Invalid/unmapped key: shared/nomap/x"), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("sql dict lookup: Invalid/unmapped key: shared/nomap/x"),
+        "{r:?}"
+    );
     let r = doveadm(&["dict", "set", &uri, "shared/nomap/x", "v"]);
     assert_eq!(r.code, 75);
-    assert!(r.stderr.contains("sql dict set: Invalid/unmapped key: shared/nomap/x"), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("sql dict set: Invalid/unmapped key: shared/nomap/x"),
+        "{r:?}"
+    );
     let r = doveadm(&["-f", "tab", "dict", "iter", "-R", &uri, "shared/nomap/"]);
     assert_eq!(r.code, 75);
-    assert!(r.stderr.contains("sql dict iterate failed for shared/nomap/: Invalid/unmapped path"), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("sql dict iterate failed for shared/nomap/: Invalid/unmapped path"),
+        "{r:?}"
+    );
     // client-side refusals (usage, 64) and an unknown dict name (server closes, 75)
-    assert_eq!(doveadm(&["dict", "get", &uri, "priv/quota/storage"]).code, 64);
+    assert_eq!(
+        doveadm(&["dict", "get", &uri, "priv/quota/storage"]).code,
+        64
+    );
     assert_eq!(doveadm(&["dict", "get", &uri, "foo/bar"]).code, 64);
     let other = format!("proxy:{}:nosuchdict", server.socket.display());
     let r = doveadm(&["dict", "get", &other, &k("a")]);
@@ -85,9 +258,23 @@ fn suite(sql: Sql) {
 
     // values with quotes, backslashes, SQL wildcards and TABs arrive intact (bound parameters)
     let nasty = "it's a \\ \"test\" 100% _x_ ; DROP TABLE kv; --\tTAB";
-    assert_eq!(doveadm(&["dict", "set", &uri, &k("nasty'key"), nasty]).code, 0);
-    assert_eq!(doveadm(&["-f", "flow", "dict", "get", &uri, &k("nasty'key")]).stdout, format!("{nasty}\n"));
-    assert_eq!(server.sql(&format!("SELECT COUNT(*) FROM kv WHERE scope = '{scope}'")), "2");
+    assert_eq!(
+        doveadm(&["dict", "set", &uri, &k("nasty'key"), nasty]).code,
+        0
+    );
+    assert_eq!(
+        doveadm(&["-f", "flow", "dict", "get", &uri, &k("nasty'key")]).stdout,
+        format!("{nasty}\n")
+    );
+    assert_eq!(
+        server.sql(&format!("SELECT COUNT(*) FROM kv WHERE scope = '{scope}'")),
+        "2"
+    );
+
+    // SIGTERM: a clean exit that removes the socket
+    let status = server.stop();
+    assert!(status.success(), "exit status {status}: {}", server.log());
+    assert!(!server.socket.exists(), "socket left behind");
 }
 
 #[test]

@@ -27,7 +27,10 @@ impl MailEnv {
                 .env("DICT_TEST_QC_DIR", &dir)
                 .stdin(Stdio::null()),
         );
-        MailEnv { conf: String::from_utf8_lossy(&out.stdout).trim().to_string(), dir }
+        MailEnv {
+            conf: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            dir,
+        }
     }
 
     fn doveadm(&self, args: &[&str], stdin: Option<String>) -> String {
@@ -36,26 +39,58 @@ impl MailEnv {
         let out = match stdin {
             Some(input) => {
                 use std::io::Write;
-                let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-                child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+                let mut child = cmd
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(input.as_bytes())
+                    .unwrap();
                 child.wait_with_output().unwrap()
             }
             None => cmd.output().unwrap(),
         };
-        assert!(out.status.success(), "doveadm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "doveadm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// (vsize, messages) of the user's INBOX as Dovecot sees it.
     fn usage(&self, user: &str) -> (u64, u64) {
-        let out = self.doveadm(&["-f", "tab", "mailbox", "status", "-u", user, "vsize messages", "INBOX"], None);
+        let out = self.doveadm(
+            &[
+                "-f",
+                "tab",
+                "mailbox",
+                "status",
+                "-u",
+                user,
+                "vsize messages",
+                "INBOX",
+            ],
+            None,
+        );
         // A header line names the columns (mailbox, messages, vsize in doveadm's order).
         let mut lines = out.lines();
         let header: Vec<&str> = lines.next().expect("header").split('\t').collect();
         let row: Vec<&str> = lines.last().expect("status line").split('\t').collect();
         let field = |name: &str| -> u64 {
-            let i = header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no {name} in {out:?}"));
-            row[i].trim().parse().unwrap_or_else(|_| panic!("{name} in {out:?}"))
+            let i = header
+                .iter()
+                .position(|h| *h == name)
+                .unwrap_or_else(|| panic!("no {name} in {out:?}"));
+            row[i]
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name} in {out:?}"))
         };
         (field("vsize"), field("messages"))
     }
@@ -81,13 +116,46 @@ fn message(n: usize, user: &str) -> String {
 
 fn check(server: &DictServer, mail: &MailEnv, user: &str, step: &str) {
     let (bytes, messages) = mail.usage(user);
-    let row = server.sql(&format!("SELECT bytes, messages FROM quota WHERE username = '{user}'"));
-    assert_eq!(row, format!("{bytes}\t{messages}"), "{step}: {user}'s quota row\n{}", server.log());
+    let row = server.sql(&format!(
+        "SELECT bytes, messages FROM quota WHERE username = '{user}'"
+    ));
+    assert_eq!(
+        row,
+        format!("{bytes}\t{messages}"),
+        "{step}: {user}'s quota row\n{}",
+        server.log()
+    );
     let uri = server.uri();
-    let got = doveadm(&["-f", "flow", "dict", "get", "-u", user, &uri, "priv/quota/storage"]);
-    assert_eq!(got.stdout.trim(), bytes.to_string(), "{step}: dict lookup of storage");
-    let got = doveadm(&["-f", "flow", "dict", "get", "-u", user, &uri, "priv/quota/messages"]);
-    assert_eq!(got.stdout.trim(), messages.to_string(), "{step}: dict lookup of messages");
+    let got = doveadm(&[
+        "-f",
+        "flow",
+        "dict",
+        "get",
+        "-u",
+        user,
+        &uri,
+        "priv/quota/storage",
+    ]);
+    assert_eq!(
+        got.stdout.trim(),
+        bytes.to_string(),
+        "{step}: dict lookup of storage"
+    );
+    let got = doveadm(&[
+        "-f",
+        "flow",
+        "dict",
+        "get",
+        "-u",
+        user,
+        &uri,
+        "priv/quota/messages",
+    ]);
+    assert_eq!(
+        got.stdout.trim(),
+        messages.to_string(),
+        "{step}: dict lookup of messages"
+    );
 }
 
 fn suite(sql: Sql) {
@@ -97,14 +165,23 @@ fn suite(sql: Sql) {
     }
     let mail = MailEnv::start(&server);
     for n in 1..=3 {
-        mail.doveadm(&["save", "-u", ALICE, "-m", "INBOX"], Some(message(n, ALICE)));
+        mail.doveadm(
+            &["save", "-u", ALICE, "-m", "INBOX"],
+            Some(message(n, ALICE)),
+        );
     }
     check(&server, &mail, ALICE, "after 3 saves");
     mail.doveadm(&["save", "-u", BOB, "-m", "INBOX"], Some(message(7, BOB)));
     check(&server, &mail, BOB, "after 1 save");
-    mail.doveadm(&["expunge", "-u", ALICE, "mailbox", "INBOX", "uid", "2"], None);
+    mail.doveadm(
+        &["expunge", "-u", ALICE, "mailbox", "INBOX", "uid", "2"],
+        None,
+    );
     check(&server, &mail, ALICE, "after expunge");
-    mail.doveadm(&["copy", "-u", ALICE, "INBOX", "mailbox", "INBOX", "uid", "1"], None);
+    mail.doveadm(
+        &["copy", "-u", ALICE, "INBOX", "mailbox", "INBOX", "uid", "1"],
+        None,
+    );
     check(&server, &mail, ALICE, "after copy");
     mail.doveadm(&["expunge", "-u", BOB, "mailbox", "INBOX", "all"], None);
     check(&server, &mail, BOB, "after expunge all");
