@@ -397,15 +397,17 @@ impl Task {
                 })
                 .await;
             }
-            Msg::TxLine { id, user, line } => match self.txs.get(&id) {
-                Some(TxState::Open) => self
-                    .conn
-                    .as_mut()
-                    .expect("open transactions have a connection")
-                    .send(&line),
-                Some(TxState::Failed(_)) => {}
-                None => match self.connect().await {
+            Msg::TxLine { id, user, line } => match (self.txs.get(&id), self.conn.as_mut()) {
+                (Some(TxState::Open), Some(conn)) => conn.send(&line),
+                (Some(TxState::Failed(_)), _) => {}
+                // Open transactions break when the connection goes, so this is not expected.
+                (Some(TxState::Open), None) => {
+                    self.txs
+                        .insert(id, TxState::Failed(Error::Closed.to_string()));
+                }
+                (None, _) => match self.connect().await {
                     Ok(()) => {
+                        self.touch_if_first();
                         let conn = self.conn.as_mut().expect("connected");
                         conn.send(&Request::Begin {
                             id,
@@ -414,26 +416,28 @@ impl Task {
                         });
                         conn.send(&line);
                         self.txs.insert(id, TxState::Open);
-                        self.last_activity = Instant::now();
                     }
                     Err(e) => {
                         self.txs.insert(id, TxState::Failed(e.to_string()));
                     }
                 },
             },
-            Msg::Commit { id, reply } => match self.txs.remove(&id) {
+            Msg::Commit { id, reply } => match (self.txs.remove(&id), self.conn.is_some()) {
                 // Nothing was ever sent: Dovecot answers OK without the server.
-                None => {
+                (None, _) => {
                     let _ = reply.send(CommitResult::Ok);
                 }
-                Some(TxState::Failed(e)) => {
+                (Some(TxState::Failed(e)), _) => {
                     let _ = reply.send(CommitResult::Failed(e));
                 }
-                Some(TxState::Open) => {
+                (Some(TxState::Open), false) => {
+                    let _ = reply.send(CommitResult::Failed(Error::Closed.to_string()));
+                }
+                (Some(TxState::Open), true) => {
                     self.touch_if_first();
                     self.conn
                         .as_mut()
-                        .expect("open transactions have a connection")
+                        .expect("checked")
                         .send(&Request::Commit { id });
                     self.pending.push_back(Pending {
                         async_id: None,
@@ -443,12 +447,11 @@ impl Task {
                 }
             },
             Msg::Rollback { id } => {
-                if let Some(TxState::Open) = self.txs.remove(&id) {
-                    self.conn
-                        .as_mut()
-                        .expect("open transactions have a connection")
-                        .send(&Request::Rollback { id });
-                    self.last_activity = Instant::now();
+                if let (Some(TxState::Open), Some(conn)) =
+                    (self.txs.remove(&id), self.conn.as_mut())
+                {
+                    conn.send(&Request::Rollback { id });
+                    self.touch_if_first();
                 }
             }
         }

@@ -28,7 +28,7 @@ const EX_TEMPFAIL: u8 = 75;
 
 /// doveadm dict, for Dovecot dict proxy servers.
 #[derive(Debug, Parser)]
-#[command(name = "dictctl", version, about, long_about = None)]
+#[command(name = "dictctl", version)]
 struct Cli {
     /// Output formatter, as doveadm's -f: flow, tab, json or table. Default: table for get,
     /// tab for iter, nothing for set/unset/inc.

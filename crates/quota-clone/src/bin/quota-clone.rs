@@ -28,7 +28,7 @@ const EX_USAGE: u8 = 64;
 /// Write quota usage (priv/quota/storage, priv/quota/messages) to a dict server, as
 /// Dovecot's quota_clone plugin does.
 #[derive(Debug, Parser)]
-#[command(name = "quota-clone", version, about, long_about = None)]
+#[command(name = "quota-clone", version)]
 struct Cli {
     /// The dict to write to: proxy:[idle_msecs=N:][warn_slow_msecs=N:][path]:name.
     #[arg(long, env = "QUOTA_CLONE_DICT", value_name = "URI", global = true)]
