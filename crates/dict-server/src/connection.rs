@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 use bytes::BytesMut;
 use dict_backend::{Change, IterateOptions};
 use dict_protocol::codec::ServerCodec;
-use dict_protocol::{Hello, IterateFlags, ProtocolError, ReplyStyle, Request, ServerLine, MAX_PENDING_COMMANDS};
+use dict_protocol::{
+    Hello, IterateFlags, ProtocolError, ReplyStyle, Request, ServerLine, MAX_PENDING_COMMANDS,
+};
 use futures::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -72,7 +74,13 @@ struct Connection {
 }
 
 /// Serves one accepted connection until it ends.
-pub async fn serve(stream: UnixStream, registry: Arc<Registry>, settings: ConnectionSettings, tasks: TaskTracker, shutdown: CancellationToken) {
+pub async fn serve(
+    stream: UnixStream,
+    registry: Arc<Registry>,
+    settings: ConnectionSettings,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
     let (read_half, write_half) = stream.into_split();
     let mut reader = FramedRead::new(read_half, ServerCodec::new());
     let hello_line = tokio::select! {
@@ -92,11 +100,15 @@ pub async fn serve(stream: UnixStream, registry: Arc<Registry>, settings: Connec
         if registry.is_empty() {
             return warn!("No dictionaries configured");
         }
-        return warn!("Unconfigured dictionary name '{}'", String::from_utf8_lossy(&hello.dict_name));
+        return warn!(
+            "Unconfigured dictionary name '{}'",
+            String::from_utf8_lossy(&hello.dict_name)
+        );
     };
     let style = hello.reply_style();
     reader.decoder_mut().set_style(style);
-    let span = tracing::debug_span!("conn", dict = %dict.name, major = hello.major, minor = hello.minor);
+    let span =
+        tracing::debug_span!("conn", dict = %dict.name, major = hello.major, minor = hello.minor);
     let conn = Connection {
         reader,
         writer: write_half,
@@ -207,7 +219,12 @@ impl Connection {
             ServerLine::AsyncId(id).encode(self.style, &mut self.out);
             id
         });
-        ReplyContext { async_id, started: SystemTime::now(), barrier: self.last_commit.clone(), timeout: self.settings.request_timeout }
+        ReplyContext {
+            async_id,
+            started: SystemTime::now(),
+            barrier: self.last_commit.clone(),
+            timeout: self.settings.request_timeout,
+        }
     }
 
     fn handle_line(&mut self, line: &[u8]) -> Result<(), Fatal> {
@@ -218,9 +235,19 @@ impl Connection {
                 let username = username.map(|u| u.into_owned()).unwrap_or_default();
                 check_key(&key, &username)?;
                 let ctx = self.reply_context();
-                self.replies.push(command::lookup::lookup(dict, key.into_owned(), username, ctx));
+                self.replies.push(command::lookup::lookup(
+                    dict,
+                    key.into_owned(),
+                    username,
+                    ctx,
+                ));
             }
-            Request::Iterate { flags, max_rows, path, username } => {
+            Request::Iterate {
+                flags,
+                max_rows,
+                path,
+                username,
+            } => {
                 let username = username.map(|u| u.into_owned()).unwrap_or_default();
                 check_key(&path, &username)?;
                 let options = IterateOptions {
@@ -232,17 +259,50 @@ impl Connection {
                     max_rows,
                 };
                 let ctx = self.reply_context();
-                self.replies.push(command::iterate::iterate(dict, path.into_owned(), username, options, ctx));
+                self.replies.push(command::iterate::iterate(
+                    dict,
+                    path.into_owned(),
+                    username,
+                    options,
+                    ctx,
+                ));
             }
-            Request::Begin { id, username, expire_secs } => {
-                self.transactions.begin(id, username.map(|u| u.into_owned()).unwrap_or_default(), expire_secs)?;
+            Request::Begin {
+                id,
+                username,
+                expire_secs,
+            } => {
+                self.transactions.begin(
+                    id,
+                    username.map(|u| u.into_owned()).unwrap_or_default(),
+                    expire_secs,
+                )?;
             }
             Request::Set { id, key, value } => {
-                self.transactions.change(id, Change::Set { key: key.into_owned(), value: value.into_owned() })?;
+                self.transactions.change(
+                    id,
+                    Change::Set {
+                        key: key.into_owned(),
+                        value: value.into_owned(),
+                    },
+                )?;
             }
-            Request::Unset { id, key } => self.transactions.change(id, Change::Unset { key: key.into_owned() })?,
-            Request::AtomicInc { id, key, diff } => self.transactions.change(id, Change::Inc { key: key.into_owned(), diff })?,
-            Request::Timestamp { id, secs, nsecs } => self.transactions.timestamp(id, secs, nsecs)?,
+            Request::Unset { id, key } => self.transactions.change(
+                id,
+                Change::Unset {
+                    key: key.into_owned(),
+                },
+            )?,
+            Request::AtomicInc { id, key, diff } => self.transactions.change(
+                id,
+                Change::Inc {
+                    key: key.into_owned(),
+                    diff,
+                },
+            )?,
+            Request::Timestamp { id, secs, nsecs } => {
+                self.transactions.timestamp(id, secs, nsecs)?
+            }
             Request::HideLogValues { id, hide } => self.transactions.hide_log_values(id, hide)?,
             Request::Rollback { id } => {
                 self.transactions.finish(id)?;
@@ -252,12 +312,14 @@ impl Connection {
                 let txn = self.transactions.finish(id)?;
                 let ctx = self.reply_context();
                 if txn.changes.is_empty() {
-                    self.replies.push(command::commit::empty_commit(id, is_async, ctx));
+                    self.replies
+                        .push(command::commit::empty_commit(id, is_async, ctx));
                 } else {
                     if !txn.hide_log_values {
                         debug!(id, changes = txn.changes.len(), "commit");
                     }
-                    let (reply, barrier) = command::commit::commit(dict, id, is_async, txn, ctx, &self.tasks);
+                    let (reply, barrier) =
+                        command::commit::commit(dict, id, is_async, txn, ctx, &self.tasks);
                     self.last_commit = Some(barrier);
                     self.replies.push(reply);
                 }

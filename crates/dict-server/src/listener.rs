@@ -77,7 +77,11 @@ impl Drop for BoundSocket {
 }
 
 fn io_err<'a>(path: &'a Path, step: &'static str) -> impl FnOnce(io::Error) -> ListenError + 'a {
-    move |source| ListenError::Io { path: path.to_path_buf(), step, source }
+    move |source| ListenError::Io {
+        path: path.to_path_buf(),
+        step,
+        source,
+    }
 }
 
 /// Binds the socket described by `settings`. Must run inside a tokio runtime.
@@ -91,15 +95,23 @@ pub fn bind(settings: &ListenerSettings) -> Result<BoundSocket, ListenError> {
     let addr = SockAddr::unix(path).map_err(io_err(path, "address"))?;
     socket.bind(&addr).map_err(io_err(path, "bind"))?;
     let bound = || -> Result<UnixListener, ListenError> {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(settings.mode)).map_err(io_err(path, "chmod"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(settings.mode))
+            .map_err(io_err(path, "chmod"))?;
         set_owner(settings)?;
-        socket.listen(settings.backlog).map_err(io_err(path, "listen"))?;
-        socket.set_nonblocking(true).map_err(io_err(path, "set_nonblocking"))?;
+        socket
+            .listen(settings.backlog)
+            .map_err(io_err(path, "listen"))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(io_err(path, "set_nonblocking"))?;
         let std_listener: std::os::unix::net::UnixListener = socket.into();
         UnixListener::from_std(std_listener).map_err(io_err(path, "registering with the runtime"))
     };
     match bound() {
-        Ok(listener) => Ok(BoundSocket { listener, path: path.to_path_buf() }),
+        Ok(listener) => Ok(BoundSocket {
+            listener,
+            path: path.to_path_buf(),
+        }),
         Err(e) => {
             let _ = std::fs::remove_file(path);
             Err(e)
@@ -126,13 +138,29 @@ fn remove_stale(path: &Path) -> Result<(), ListenError> {
 
 fn set_owner(settings: &ListenerSettings) -> Result<(), ListenError> {
     let path = settings.path.as_path();
-    let unknown = |what, name: &str| ListenError::UnknownOwner { path: path.to_path_buf(), what, name: name.to_string() };
+    let unknown = |what, name: &str| ListenError::UnknownOwner {
+        path: path.to_path_buf(),
+        what,
+        name: name.to_string(),
+    };
     let uid = match settings.user.as_deref().filter(|u| !u.is_empty()) {
-        Some(name) => Some(User::from_name(name).ok().flatten().ok_or_else(|| unknown("user", name))?.uid),
+        Some(name) => Some(
+            User::from_name(name)
+                .ok()
+                .flatten()
+                .ok_or_else(|| unknown("user", name))?
+                .uid,
+        ),
         None => None,
     };
     let gid = match settings.group.as_deref().filter(|g| !g.is_empty()) {
-        Some(name) => Some(Group::from_name(name).ok().flatten().ok_or_else(|| unknown("group", name))?.gid),
+        Some(name) => Some(
+            Group::from_name(name)
+                .ok()
+                .flatten()
+                .ok_or_else(|| unknown("group", name))?
+                .gid,
+        ),
         None => None,
     };
     if uid.is_some() || gid.is_some() {

@@ -45,8 +45,11 @@ enum Command {
 }
 
 fn init_logging(plan: &Plan) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&plan.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&plan.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match plan.log.format {
         dict_config::LogFormat::Json => builder.json().init(),
         dict_config::LogFormat::Text => builder.init(),
@@ -56,7 +59,12 @@ fn init_logging(plan: &Plan) {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let plan = match setup::plan(cli.dovecot_config.as_deref(), cli.config.as_deref(), cli.listen.as_deref(), cli.data_dir.as_deref()) {
+    let plan = match setup::plan(
+        cli.dovecot_config.as_deref(),
+        cli.config.as_deref(),
+        cli.listen.as_deref(),
+        cli.data_dir.as_deref(),
+    ) {
         Ok(plan) => plan,
         Err(e) => {
             eprintln!("dict-server: {e:#}");
@@ -80,12 +88,20 @@ async fn main() -> std::process::ExitCode {
 
 async fn check(plan: &Plan) -> Result<()> {
     for l in &plan.listeners {
-        println!("listener {} mode {:o} user {} group {}", l.path.display(), l.mode, l.user.as_deref().unwrap_or("-"), l.group.as_deref().unwrap_or("-"));
+        println!(
+            "listener {} mode {:o} user {} group {}",
+            l.path.display(),
+            l.mode,
+            l.user.as_deref().unwrap_or("-"),
+            l.group.as_deref().unwrap_or("-")
+        );
     }
     let registry = setup::open_dicts(plan).await?;
     let mut failed = 0;
     for entry in &plan.dicts {
-        let handle = registry.get(entry.name.as_bytes()).context("dict vanished")?;
+        let handle = registry
+            .get(entry.name.as_bytes())
+            .context("dict vanished")?;
         match handle.dict.check().await {
             Ok(()) => println!("dict {} = {}: ok", entry.name, entry.uri),
             Err(e) => {
@@ -111,7 +127,9 @@ async fn serve(plan: Plan) -> Result<()> {
     };
     let mut sockets = Vec::new();
     for l in &plan.listeners {
-        sockets.push(listener::bind(l).with_context(|| format!("cannot listen on {}", l.path.display()))?);
+        sockets.push(
+            listener::bind(l).with_context(|| format!("cannot listen on {}", l.path.display()))?,
+        );
         info!(path = %l.path.display(), dicts = ?registry.names(), "listening");
     }
     let shutdown = CancellationToken::new();

@@ -28,7 +28,13 @@ impl Registry {
 
     /// Adds (or replaces) the dict called `name`.
     pub fn insert(&mut self, name: &str, dict: Arc<dyn Dict>) {
-        self.dicts.insert(name.as_bytes().to_vec(), DictHandle { name: name.into(), dict });
+        self.dicts.insert(
+            name.as_bytes().to_vec(),
+            DictHandle {
+                name: name.into(),
+                dict,
+            },
+        );
     }
 
     /// The dict a hello names, by exact byte comparison as Dovecot does.

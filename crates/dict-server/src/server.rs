@@ -26,12 +26,21 @@ pub struct ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        ServerSettings { max_connections: 10_000, connection: ConnectionSettings::default(), shutdown_timeout: Duration::from_secs(10) }
+        ServerSettings {
+            max_connections: 10_000,
+            connection: ConnectionSettings::default(),
+            shutdown_timeout: Duration::from_secs(10),
+        }
     }
 }
 
 /// Serves `listener` until `shutdown` is cancelled, then shuts down gracefully.
-pub async fn run(listener: &UnixListener, registry: Arc<Registry>, settings: ServerSettings, shutdown: CancellationToken) {
+pub async fn run(
+    listener: &UnixListener,
+    registry: Arc<Registry>,
+    settings: ServerSettings,
+    shutdown: CancellationToken,
+) {
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let tasks = TaskTracker::new();
     let mut backoff = Duration::from_millis(1);
@@ -63,9 +72,15 @@ pub async fn run(listener: &UnixListener, registry: Arc<Registry>, settings: Ser
             drop(permit);
         });
     }
-    info!("shutting down: waiting for {} connections and commits", tasks.len());
+    info!(
+        "shutting down: waiting for {} connections and commits",
+        tasks.len()
+    );
     tasks.close();
-    if tokio::time::timeout(settings.shutdown_timeout, tasks.wait()).await.is_err() {
+    if tokio::time::timeout(settings.shutdown_timeout, tasks.wait())
+        .await
+        .is_err()
+    {
         error!("shutdown timed out with {} tasks left", tasks.len());
     }
 }

@@ -47,7 +47,12 @@ fn listener_from(path: PathBuf, toml: &dict_config::ListenerSettings) -> Listene
 }
 
 /// Builds the plan from the command line's files. `listen` overrides every socket path.
-pub fn plan(dovecot_config: Option<&Path>, toml: Option<&Path>, listen: Option<&Path>, data_dir: Option<&Path>) -> Result<Plan> {
+pub fn plan(
+    dovecot_config: Option<&Path>,
+    toml: Option<&Path>,
+    listen: Option<&Path>,
+    data_dir: Option<&Path>,
+) -> Result<Plan> {
     let toml_cfg = match toml {
         Some(path) => ServerToml::load(path)?,
         None => "".parse::<ServerToml>()?,
@@ -76,7 +81,9 @@ pub fn plan(dovecot_config: Option<&Path>, toml: Option<&Path>, listen: Option<&
     let mut create_sqlite = false;
     let mut default_data_dir = None;
     if dicts.is_empty() && dovecot_config.is_none() && toml.is_none() {
-        let dir = data_dir.map(Path::to_path_buf).unwrap_or_else(default_data_dir_path);
+        let dir = data_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(default_data_dir_path);
         dicts = embedded_default(&dir)?;
         create_sqlite = true;
         if listeners.is_empty() && listen.is_none() {
@@ -85,12 +92,18 @@ pub fn plan(dovecot_config: Option<&Path>, toml: Option<&Path>, listen: Option<&
         default_data_dir = Some(dir);
     }
     if let Some(path) = listen {
-        let mut l = listeners.into_iter().next().unwrap_or_else(|| listener_from(path.to_path_buf(), &toml_cfg.listener));
+        let mut l = listeners
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| listener_from(path.to_path_buf(), &toml_cfg.listener));
         l.path = path.to_path_buf();
         listeners = vec![l];
     }
     if listeners.is_empty() {
-        listeners.push(listener_from(PathBuf::from(dict_config::DEFAULT_BASE_DIR).join("dict"), &toml_cfg.listener));
+        listeners.push(listener_from(
+            PathBuf::from(dict_config::DEFAULT_BASE_DIR).join("dict"),
+            &toml_cfg.listener,
+        ));
     }
     if dicts.is_empty() {
         bail!("no dicts configured: give a Dovecot config with a dict {{ }} block, or [dicts] in the TOML file");
@@ -171,25 +184,41 @@ CREATE TABLE IF NOT EXISTS dict_shared (dict_key TEXT NOT NULL PRIMARY KEY, valu
 
 /// Writes the embedded map file (unless present) and returns dict `quota` on it.
 fn embedded_default(dir: &Path) -> Result<Vec<DictEntry>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
-    let dir = dir.canonicalize().with_context(|| format!("data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("data directory {}", dir.display()))?;
     let map_path = dir.join("dict-sql.conf.ext");
     if !map_path.exists() {
         let db = dir.join("dict.db");
-        std::fs::write(&map_path, EMBEDDED_MAP.replace("@DB@", &db.display().to_string()))
-            .with_context(|| format!("writing {}", map_path.display()))?;
+        std::fs::write(
+            &map_path,
+            EMBEDDED_MAP.replace("@DB@", &db.display().to_string()),
+        )
+        .with_context(|| format!("writing {}", map_path.display()))?;
     }
     let origin = dict_config::Origin::new(map_path.clone(), 1);
-    Ok(vec![DictEntry { name: "quota".into(), uri: format!("sqlite:{}", map_path.display()), origin }])
+    Ok(vec![DictEntry {
+        name: "quota".into(),
+        uri: format!("sqlite:{}", map_path.display()),
+        origin,
+    }])
 }
 
 /// Creates the embedded default's tables (idempotent).
 async fn create_embedded_schema(db: &Path) -> Result<()> {
     use sqlx::sqlite::SqliteConnectOptions;
     use sqlx::{ConnectOptions, Executor};
-    let mut conn = SqliteConnectOptions::new().filename(db).create_if_missing(true).connect().await
+    let mut conn = SqliteConnectOptions::new()
+        .filename(db)
+        .create_if_missing(true)
+        .connect()
+        .await
         .with_context(|| format!("opening {}", db.display()))?;
-    conn.execute(EMBEDDED_SCHEMA).await.with_context(|| format!("creating tables in {}", db.display()))?;
+    conn.execute(EMBEDDED_SCHEMA)
+        .await
+        .with_context(|| format!("creating tables in {}", db.display()))?;
     Ok(())
 }
 
@@ -199,7 +228,8 @@ pub async fn open_dicts(plan: &Plan) -> Result<Registry> {
     let mut registry = Registry::new();
     let timeout = plan.server.request_timeout();
     for entry in &plan.dicts {
-        let dict = open_dict(entry, timeout, plan.create_sqlite).await
+        let dict = open_dict(entry, timeout, plan.create_sqlite)
+            .await
             .with_context(|| format!("{}: dict '{}' ({})", entry.origin, entry.name, entry.uri))?;
         info!(dict = %entry.name, uri = %entry.uri, "dict ready");
         registry.insert(&entry.name, dict);
@@ -207,14 +237,22 @@ pub async fn open_dicts(plan: &Plan) -> Result<Registry> {
     Ok(registry)
 }
 
-async fn open_dict(entry: &DictEntry, timeout: Duration, create_sqlite: bool) -> Result<Arc<dyn Dict>> {
+async fn open_dict(
+    entry: &DictEntry,
+    timeout: Duration,
+    create_sqlite: bool,
+) -> Result<Arc<dyn Dict>> {
     match entry.parse_uri()? {
         DictUri::Sql { driver, map_path } => {
             let map_file = SqlMapFile::load(&map_path)?;
             if create_sqlite && driver == dict_config::SqlDriver::Sqlite {
                 create_embedded_schema(Path::new(map_file.connect.trim())).await?;
             }
-            let options = SqlOptions { timeout, create_sqlite, ..SqlOptions::default() };
+            let options = SqlOptions {
+                timeout,
+                create_sqlite,
+                ..SqlOptions::default()
+            };
             Ok(Arc::new(SqlDict::connect(driver, map_file, options).await?))
         }
         DictUri::Redis(_params) => bail!("redis dicts are not supported yet"),

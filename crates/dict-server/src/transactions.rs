@@ -42,8 +42,12 @@ pub enum KeyError {
 /// Checks a key (or iterate path) against the rules of §5.
 pub fn check_key(key: &[u8], username: &[u8]) -> Result<(), KeyError> {
     match key_namespace(key) {
-        None => Err(KeyError::BadPrefix(String::from_utf8_lossy(key).into_owned())),
-        Some(Namespace::Private) if username.is_empty() => Err(KeyError::NoUsername(String::from_utf8_lossy(key).into_owned())),
+        None => Err(KeyError::BadPrefix(
+            String::from_utf8_lossy(key).into_owned(),
+        )),
+        Some(Namespace::Private) if username.is_empty() => Err(KeyError::NoUsername(
+            String::from_utf8_lossy(key).into_owned(),
+        )),
         Some(_) => Ok(()),
     }
 }
@@ -56,14 +60,26 @@ pub struct Transactions {
 
 impl Transactions {
     /// `B`
-    pub fn begin(&mut self, id: TransactionId, username: Vec<u8>, expire_secs: Option<u32>) -> Result<(), TransactionError> {
+    pub fn begin(
+        &mut self,
+        id: TransactionId,
+        username: Vec<u8>,
+        expire_secs: Option<u32>,
+    ) -> Result<(), TransactionError> {
         if self.open.contains_key(&id) {
             return Err(TransactionError::AlreadyExists(id));
         }
         if self.open.len() >= MAX_OPEN_TRANSACTIONS {
             return Err(TransactionError::Limit("too many open transactions"));
         }
-        self.open.insert(id, Transaction { username, expire_secs: expire_secs.filter(|&e| e > 0), ..Default::default() });
+        self.open.insert(
+            id,
+            Transaction {
+                username,
+                expire_secs: expire_secs.filter(|&e| e > 0),
+                ..Default::default()
+            },
+        );
         Ok(())
     }
 
@@ -76,7 +92,9 @@ impl Transactions {
         let txn = self.get(id)?;
         check_key(change.key(), &txn.username)?;
         if txn.changes.len() >= MAX_CHANGES {
-            return Err(TransactionError::Limit("too many changes in one transaction"));
+            return Err(TransactionError::Limit(
+                "too many changes in one transaction",
+            ));
         }
         txn.changes.push(change);
         Ok(())
@@ -84,13 +102,22 @@ impl Transactions {
 
     /// `T`: kept for backends that can use it. Dovecot asserts on a second `T` or one after
     /// changes; we simply keep the last one.
-    pub fn timestamp(&mut self, id: TransactionId, secs: i64, nsecs: u32) -> Result<(), TransactionError> {
+    pub fn timestamp(
+        &mut self,
+        id: TransactionId,
+        secs: i64,
+        nsecs: u32,
+    ) -> Result<(), TransactionError> {
         self.get(id)?.timestamp = Some((secs, nsecs));
         Ok(())
     }
 
     /// `V`
-    pub fn hide_log_values(&mut self, id: TransactionId, hide: bool) -> Result<(), TransactionError> {
+    pub fn hide_log_values(
+        &mut self,
+        id: TransactionId,
+        hide: bool,
+    ) -> Result<(), TransactionError> {
         self.get(id)?.hide_log_values = hide;
         Ok(())
     }
@@ -119,17 +146,33 @@ mod tests {
     fn key_rules() {
         assert!(check_key(b"shared/x", b"").is_ok());
         assert!(check_key(b"priv/x", b"u").is_ok());
-        assert!(matches!(check_key(b"priv/x", b""), Err(KeyError::NoUsername(_))));
-        assert!(matches!(check_key(b"foo/bar", b"u"), Err(KeyError::BadPrefix(_))));
+        assert!(matches!(
+            check_key(b"priv/x", b""),
+            Err(KeyError::NoUsername(_))
+        ));
+        assert!(matches!(
+            check_key(b"foo/bar", b"u"),
+            Err(KeyError::BadPrefix(_))
+        ));
     }
 
     #[test]
     fn ids_must_be_open_and_unique() {
         let mut t = Transactions::default();
         t.begin(1, b"u".to_vec(), None).unwrap();
-        assert_eq!(t.begin(1, vec![], None), Err(TransactionError::AlreadyExists(1)));
+        assert_eq!(
+            t.begin(1, vec![], None),
+            Err(TransactionError::AlreadyExists(1))
+        );
         assert_eq!(t.finish(2).unwrap_err(), TransactionError::Unknown(2));
-        t.change(1, Change::Set { key: b"priv/a".to_vec(), value: b"1".to_vec() }).unwrap();
+        t.change(
+            1,
+            Change::Set {
+                key: b"priv/a".to_vec(),
+                value: b"1".to_vec(),
+            },
+        )
+        .unwrap();
         assert_eq!(t.finish(1).unwrap().changes.len(), 1);
         assert_eq!(t.finish(1).unwrap_err(), TransactionError::Unknown(1));
     }

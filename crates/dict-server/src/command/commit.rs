@@ -40,7 +40,9 @@ pub fn commit(
         result
     });
     let reply = stream::once(async move {
-        let result = task.await.unwrap_or_else(|e| CommitResult::WriteUncertain(format!("commit task failed: {e}")));
+        let result = task
+            .await
+            .unwrap_or_else(|e| CommitResult::WriteUncertain(format!("commit task failed: {e}")));
         commit_line(id, is_async, result, &ctx)
     })
     .boxed();
@@ -52,12 +54,25 @@ pub fn empty_commit(id: TransactionId, is_async: bool, ctx: ReplyContext) -> Pen
     stream::once(async move { commit_line(id, is_async, CommitResult::Ok, &ctx) }).boxed()
 }
 
-fn commit_line(id: TransactionId, is_async: bool, result: CommitResult, ctx: &ReplyContext) -> ServerLine<'static> {
+fn commit_line(
+    id: TransactionId,
+    is_async: bool,
+    result: CommitResult,
+    ctx: &ReplyContext,
+) -> ServerLine<'static> {
     let result = match result {
         CommitResult::Ok => CommitReply::Ok,
         CommitResult::NotFound => CommitReply::NotFound,
         CommitResult::Failed(e) => CommitReply::Failed(Cow::Owned(e.into_bytes())),
         CommitResult::WriteUncertain(e) => CommitReply::WriteUncertain(Cow::Owned(e.into_bytes())),
     };
-    ServerLine::Reply { async_id: ctx.async_id, reply: Reply::Commit { id, result, is_async }, timings: Some(ctx.timings()) }
+    ServerLine::Reply {
+        async_id: ctx.async_id,
+        reply: Reply::Commit {
+            id,
+            result,
+            is_async,
+        },
+        timings: Some(ctx.timings()),
+    }
 }

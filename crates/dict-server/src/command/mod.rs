@@ -32,7 +32,12 @@ impl ReplyContext {
     pub fn timings(&self) -> Timings {
         let (start_secs, start_usecs) = split_time(self.started);
         let (end_secs, end_usecs) = split_time(SystemTime::now());
-        Timings { start_secs, start_usecs, end_secs, end_usecs }
+        Timings {
+            start_secs,
+            start_usecs,
+            end_secs,
+            end_usecs,
+        }
     }
 
     /// Waits for earlier commits of the connection.
