@@ -10,9 +10,15 @@ use nom::{IResult, Parser};
 /// ASCII digits as a u64; `None` on overflow.
 fn decimal_u64(input: &[u8]) -> IResult<&[u8], u64, ()> {
     map_opt(digit1, |digits: &[u8]| {
-        digits.iter().try_fold(0u64, |n, &d| {
-            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        })
+        let digit = |d: &u8| u64::from(d - b'0');
+        if digits.len() <= 19 {
+            // Up to 19 digits always fit: no need to check every step.
+            Some(digits.iter().fold(0, |n, d| n * 10 + digit(d)))
+        } else {
+            digits
+                .iter()
+                .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(digit(d)))
+        }
     })
     .parse(input)
 }
@@ -83,6 +89,12 @@ mod tests {
         assert_eq!(parse_i64(b"--4"), None);
         assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
         assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(
+            parse_u64(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(parse_u64(b"00000000000000000000000001"), Some(1));
+        assert_eq!(parse_u64(b"99999999999999999999"), None);
         assert_eq!(parse_u32(b"1\xff"), None);
     }
 }

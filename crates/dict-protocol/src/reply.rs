@@ -498,6 +498,21 @@ mod tests {
     }
 
     #[test]
+    fn empty_bodies() {
+        // The minor-0 end of an iteration, and no panic for the other kinds.
+        assert_eq!(
+            Reply::parse(b"", ReplyKind::Iterate),
+            Ok((Reply::IterEnd, None))
+        );
+        for kind in [ReplyKind::Lookup, ReplyKind::Commit, ReplyKind::CommitAsync] {
+            assert_eq!(
+                Reply::parse(b"", kind),
+                Err(ProtocolError::BadReply("empty reply"))
+            );
+        }
+    }
+
+    #[test]
     fn frames() {
         assert_eq!(Frame::parse(b"*12").unwrap(), Frame::AsyncId(12));
         assert_eq!(
