@@ -45,22 +45,25 @@ pub fn server_binary() -> PathBuf {
 
 /// SQL backends the suites run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sql {
+pub enum Backend {
     /// A fresh SQLite file per test.
     Sqlite,
     /// MariaDB from services.sh.
     Mysql,
     /// PostgreSQL from services.sh.
     Pgsql,
+    /// Redis from services.sh, with a key prefix of its own per server.
+    Redis,
 }
 
-impl Sql {
+impl Backend {
     /// The dict-sql driver name (URI scheme).
     pub fn driver(self) -> &'static str {
         match self {
-            Sql::Sqlite => "sqlite",
-            Sql::Mysql => "mysql",
-            Sql::Pgsql => "pgsql",
+            Backend::Sqlite => "sqlite",
+            Backend::Mysql => "mysql",
+            Backend::Pgsql => "pgsql",
+            Backend::Redis => "redis",
         }
     }
 }
@@ -123,9 +126,11 @@ pub struct DictServer {
     /// The dict name served.
     pub name: String,
     /// The backend.
-    pub sql: Sql,
+    pub backend: Backend,
     /// The SQLite file (SQLite only).
     pub sqlite_db: Option<PathBuf>,
+    /// The Redis key prefix (Redis only).
+    pub redis_prefix: String,
     child: Child,
     /// The scratch directory (config, socket, log).
     pub dir: tempfile::TempDir,
@@ -133,14 +138,14 @@ pub struct DictServer {
 
 impl DictServer {
     /// Starts the server binary with a Dovecot 2.3 config serving dict `name` on `sql`.
-    pub fn start(sql: Sql, name: &str) -> DictServer {
+    pub fn start(backend: Backend, name: &str) -> DictServer {
         let dir = tempfile::Builder::new()
             .prefix("dict-rs-")
             .tempdir_in(scratch())
             .expect("tempdir");
         let mut sqlite_db = None;
-        let connect = match sql {
-            Sql::Sqlite => {
+        let connect = match backend {
+            Backend::Sqlite => {
                 let db = dir.path().join("dict.db");
                 let schema =
                     std::fs::File::open(repo_dir().join("tests/fixtures/schema-sqlite.sql"))
@@ -149,7 +154,7 @@ impl DictServer {
                 sqlite_db = Some(db.clone());
                 db.display().to_string()
             }
-            Sql::Mysql => format!(
+            Backend::Mysql => format!(
                 "host={} port={} dbname={} user={} password={}",
                 service_env("DICT_TEST_MYSQL_HOST"),
                 service_env("DICT_TEST_MYSQL_PORT"),
@@ -157,7 +162,7 @@ impl DictServer {
                 service_env("DICT_TEST_MYSQL_USER"),
                 service_env("DICT_TEST_MYSQL_PASSWORD")
             ),
-            Sql::Pgsql => format!(
+            Backend::Pgsql => format!(
                 "host={} port={} dbname={} user={} password={}",
                 service_env("DICT_TEST_PGSQL_HOST"),
                 service_env("DICT_TEST_PGSQL_PORT"),
@@ -165,17 +170,25 @@ impl DictServer {
                 service_env("DICT_TEST_PGSQL_USER"),
                 service_env("DICT_TEST_PGSQL_PASSWORD")
             ),
+            Backend::Redis => String::new(),
         };
         let map_path = dir.path().join("dovecot-dict-sql.conf.ext");
         std::fs::write(&map_path, format!("connect = {connect}\n{MAPS}")).unwrap();
+        let redis_prefix = unique("t") + "/";
+        let uri = match backend {
+            Backend::Redis => format!(
+                "redis:host={}:port={}:prefix={redis_prefix}",
+                service_env("DICT_TEST_REDIS_HOST"),
+                service_env("DICT_TEST_REDIS_PORT")
+            ),
+            sql => format!("{}:{}", sql.driver(), map_path.display()),
+        };
         let conf = dir.path().join("dovecot.conf");
         std::fs::write(
             &conf,
             format!(
-                "# a dovecot.conf as admins have them\nbase_dir = {}\nprotocols =\nservice dict {{\n  unix_listener dict {{\n    mode = 0666\n  }}\n}}\ndict {{\n  {name} = {}:{}\n}}\n",
+                "# a dovecot.conf as admins have them\nbase_dir = {}\nprotocols =\nservice dict {{\n  unix_listener dict {{\n    mode = 0666\n  }}\n}}\ndict {{\n  {name} = {uri}\n}}\n",
                 dir.path().display(),
-                sql.driver(),
-                map_path.display()
             ),
         )
         .unwrap();
@@ -186,7 +199,7 @@ impl DictServer {
             "--listen".to_string(),
             socket.display().to_string(),
         ];
-        Self::spawn(dir, &args, socket, name, sql, sqlite_db)
+        Self::spawn(dir, &args, socket, name, backend, sqlite_db, redis_prefix)
     }
 
     fn spawn(
@@ -194,8 +207,9 @@ impl DictServer {
         args: &[String],
         socket: PathBuf,
         name: &str,
-        sql: Sql,
+        backend: Backend,
         sqlite_db: Option<PathBuf>,
+        redis_prefix: String,
     ) -> DictServer {
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let child = Command::new(server_binary())
@@ -209,8 +223,9 @@ impl DictServer {
         let mut server = DictServer {
             socket,
             name: name.to_string(),
-            sql,
+            backend,
             sqlite_db,
+            redis_prefix,
             child,
             dir,
         };
@@ -248,7 +263,7 @@ impl DictServer {
 
     /// Runs SQL in the backing database and returns its rows, tab-separated, one per line.
     pub fn sql(&self, query: &str) -> String {
-        sql_query(self.sql, self.sqlite_db.as_deref(), query)
+        sql_query(self.backend, self.sqlite_db.as_deref(), query)
     }
 
     /// Stops the server with SIGTERM and waits for it.
@@ -279,16 +294,16 @@ impl Drop for DictServer {
 }
 
 /// Runs `query` against a backend directly (not through the dict), via its CLI.
-pub fn sql_query(sql: Sql, sqlite_db: Option<&Path>, query: &str) -> String {
-    let out = match sql {
-        Sql::Sqlite => run_ok(
+pub fn sql_query(backend: Backend, sqlite_db: Option<&Path>, query: &str) -> String {
+    let out = match backend {
+        Backend::Sqlite => run_ok(
             Command::new("sqlite3")
                 .arg("-separator")
                 .arg("\t")
                 .arg(sqlite_db.expect("sqlite db"))
                 .arg(query),
         ),
-        Sql::Mysql => run_ok(
+        Backend::Mysql => run_ok(
             Command::new("mariadb")
                 .arg("--no-defaults")
                 .arg(format!("-h{}", service_env("DICT_TEST_MYSQL_HOST")))
@@ -301,7 +316,8 @@ pub fn sql_query(sql: Sql, sqlite_db: Option<&Path>, query: &str) -> String {
                 .arg("-e")
                 .arg(query),
         ),
-        Sql::Pgsql => run_ok(
+        Backend::Redis => panic!("no SQL on redis"),
+        Backend::Pgsql => run_ok(
             Command::new("psql")
                 .env("PGPASSWORD", service_env("DICT_TEST_PGSQL_PASSWORD"))
                 .arg("-h")
@@ -320,6 +336,21 @@ pub fn sql_query(sql: Sql, sqlite_db: Option<&Path>, query: &str) -> String {
                 .arg(service_env("DICT_TEST_PGSQL_DB")),
         ),
     };
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// The value of a raw Redis key, read with `redis-cli` (not through the dict).
+pub fn redis_get(key: &str) -> String {
+    let out = run_ok(
+        Command::new("redis-cli")
+            .arg("-h")
+            .arg(service_env("DICT_TEST_REDIS_HOST"))
+            .arg("-p")
+            .arg(service_env("DICT_TEST_REDIS_PORT"))
+            .arg("--no-raw")
+            .arg("GET")
+            .arg(key),
+    );
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }
 
@@ -384,4 +415,130 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// [`MAPS`] in Dovecot 2.4 syntax (`dict_map` filters inside `dict <name> { }`).
+pub const MAPS24: &str = r#"
+    dict_map priv/quota/storage {
+      sql_table = quota
+      username_field = username
+      value_field bytes {
+        type = uint
+      }
+    }
+    dict_map priv/quota/messages {
+      sql_table = quota
+      username_field = username
+      value_field messages {
+        type = uint
+      }
+    }
+    dict_map shared/kv/$scope/$name {
+      sql_table = kv
+      value_field value {
+      }
+      key_field scope {
+        value = $scope
+      }
+      key_field name {
+        value = $name
+      }
+    }
+    dict_map priv/kv/$name {
+      sql_table = userkv
+      username_field = username
+      value_field value {
+      }
+      key_field name {
+        value = $name
+      }
+    }
+    dict_map priv/quota/both {
+      sql_table = quota
+      username_field = username
+      value_field bytes {
+        type = uint
+      }
+      value_field messages {
+        type = uint
+      }
+    }
+    dict_map shared/bench/$name {
+      sql_table = bench
+      value_field value {
+      }
+      key_field name {
+        value = $name
+      }
+    }
+"#;
+
+impl DictServer {
+    /// [`DictServer::start`] with the same maps and database written in Dovecot 2.4 syntax:
+    /// `dovecot_config_version`, `dict_server { dict <name> { driver = sql … } }`.
+    /// `extra` goes inside the dict block (more `dict_map`s).
+    pub fn start24(backend: Backend, name: &str, extra: &str) -> DictServer {
+        let dir = tempfile::Builder::new()
+            .prefix("dict-rs-")
+            .tempdir_in(scratch())
+            .expect("tempdir");
+        Self::start24_in(dir, backend, name, extra)
+    }
+
+    /// [`DictServer::start24`] in a directory of the caller's choice.
+    pub fn start24_in(
+        dir: tempfile::TempDir,
+        backend: Backend,
+        name: &str,
+        extra: &str,
+    ) -> DictServer {
+        let mut sqlite_db = None;
+        let connection = match backend {
+            Backend::Sqlite => {
+                let db = dir.path().join("dict.db");
+                let schema =
+                    std::fs::File::open(repo_dir().join("tests/fixtures/schema-sqlite.sql"))
+                        .unwrap();
+                run_ok(Command::new("sqlite3").arg(&db).stdin(schema));
+                sqlite_db = Some(db.clone());
+                format!("sql_driver = sqlite\n    sqlite_path = {}", db.display())
+            }
+            Backend::Mysql => format!(
+                "sql_driver = mysql\n    mysql_port = {}\n    mysql_dbname = {}\n    mysql {} {{\n      user = {}\n      password = {}\n    }}",
+                service_env("DICT_TEST_MYSQL_PORT"),
+                service_env("DICT_TEST_MYSQL_DB"),
+                service_env("DICT_TEST_MYSQL_HOST"),
+                service_env("DICT_TEST_MYSQL_USER"),
+                service_env("DICT_TEST_MYSQL_PASSWORD")
+            ),
+            Backend::Pgsql => format!(
+                "sql_driver = pgsql\n    pgsql {} {{\n      parameters {{\n        port = {}\n        dbname = {}\n        user = {}\n        password = {}\n      }}\n    }}",
+                service_env("DICT_TEST_PGSQL_HOST"),
+                service_env("DICT_TEST_PGSQL_PORT"),
+                service_env("DICT_TEST_PGSQL_DB"),
+                service_env("DICT_TEST_PGSQL_USER"),
+                service_env("DICT_TEST_PGSQL_PASSWORD")
+            ),
+            Backend::Redis => panic!("start24 serves SQL dicts"),
+        };
+        let conf = dir.path().join("dovecot.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "dovecot_config_version = 2.4.1\nbase_dir = {}\nprotocols =\n\
+                 service dict {{\n  unix_listener dict {{\n    mode = 0666\n  }}\n}}\n\
+                 dict_server {{\n  dict {name} {{\n    driver = sql\n    {connection}\n{MAPS24}{extra}\n  }}\n}}\n",
+                dir.path().display(),
+            ),
+        )
+        .unwrap();
+        let socket = dir.path().join("dict.sock");
+        let args = [
+            "--dovecot-config".to_string(),
+            conf.display().to_string(),
+            "--listen".to_string(),
+            socket.display().to_string(),
+        ];
+        Self::spawn(dir, &args, socket, name, backend, sqlite_db, String::new())
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::process::{Command, Stdio};
 
-use dict_tests::{doveadm, repo_dir, run_ok, scratch, DictServer, Sql};
+use dict_tests::{doveadm, redis_get, repo_dir, run_ok, scratch, Backend, DictServer};
 
 const ALICE: &str = "qc-alice@example.test";
 const BOB: &str = "qc-bob@example.test";
@@ -17,7 +17,7 @@ struct MailEnv {
 
 impl MailEnv {
     fn start(server: &DictServer) -> MailEnv {
-        let dir = scratch().join(format!("qc-{}", server.sql.driver()));
+        let dir = scratch().join(format!("qc-{}", server.backend.driver()));
         let out = run_ok(
             Command::new("bash")
                 .arg(repo_dir().join("tests/scripts/quota-clone-env.sh"))
@@ -116,15 +116,25 @@ fn message(n: usize, user: &str) -> String {
 
 fn check(server: &DictServer, mail: &MailEnv, user: &str, step: &str) {
     let (bytes, messages) = mail.usage(user);
-    let row = server.sql(&format!(
-        "SELECT bytes, messages FROM quota WHERE username = '{user}'"
-    ));
-    assert_eq!(
-        row,
-        format!("{bytes}\t{messages}"),
-        "{step}: {user}'s quota row\n{}",
-        server.log()
-    );
+    if server.backend == Backend::Redis {
+        // Dovecot's layout: <prefix><user>/quota/storage, readable by any Redis client.
+        let raw = redis_get(&format!("{}{user}/quota/storage", server.redis_prefix));
+        assert_eq!(
+            raw,
+            format!("\"{bytes}\""),
+            "{step}: {user}'s raw redis key"
+        );
+    } else {
+        let row = server.sql(&format!(
+            "SELECT bytes, messages FROM quota WHERE username = '{user}'"
+        ));
+        assert_eq!(
+            row,
+            format!("{bytes}\t{messages}"),
+            "{step}: {user}'s quota row\n{}",
+            server.log()
+        );
+    }
     let uri = server.uri();
     let got = doveadm(&[
         "-f",
@@ -158,10 +168,12 @@ fn check(server: &DictServer, mail: &MailEnv, user: &str, step: &str) {
     );
 }
 
-fn suite(sql: Sql) {
-    let server = DictServer::start(sql, sql.driver());
-    for user in [ALICE, BOB] {
-        server.sql(&format!("DELETE FROM quota WHERE username = '{user}'"));
+fn suite(backend: Backend) {
+    let server = DictServer::start(backend, backend.driver());
+    if backend != Backend::Redis {
+        for user in [ALICE, BOB] {
+            server.sql(&format!("DELETE FROM quota WHERE username = '{user}'"));
+        }
     }
     let mail = MailEnv::start(&server);
     for n in 1..=3 {
@@ -190,15 +202,20 @@ fn suite(sql: Sql) {
 
 #[test]
 fn quota_clone_into_sqlite() {
-    suite(Sql::Sqlite);
+    suite(Backend::Sqlite);
 }
 
 #[test]
 fn quota_clone_into_mariadb() {
-    suite(Sql::Mysql);
+    suite(Backend::Mysql);
 }
 
 #[test]
 fn quota_clone_into_postgresql() {
-    suite(Sql::Pgsql);
+    suite(Backend::Pgsql);
+}
+
+#[test]
+fn quota_clone_into_redis() {
+    suite(Backend::Redis);
 }

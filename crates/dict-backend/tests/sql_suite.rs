@@ -31,6 +31,8 @@ enum Raw {
 struct Env {
     kind: Kind,
     dict: SqlDict,
+    /// The same database through Dovecot 2.4 maps ([`maps24`]).
+    dict24: SqlDict,
     raw: Raw,
     prefix: String,
     _dir: Option<tempfile::TempDir>,
@@ -194,6 +196,11 @@ fn schema(kind: Kind, p: &str) -> Vec<String> {
         Kind::Mysql => ("BLOB", "VARBINARY(64)"),
         Kind::Pgsql => ("BYTEA", "BYTEA"),
     };
+    let (uuid, double) = match kind {
+        Kind::Sqlite => ("TEXT", "REAL"),
+        Kind::Mysql => ("CHAR(36)", "DOUBLE"),
+        Kind::Pgsql => ("UUID", "DOUBLE PRECISION"),
+    };
     vec![
         format!("CREATE TABLE {p}quota (username VARCHAR(255) NOT NULL, bytes BIGINT NOT NULL DEFAULT 0, messages INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (username))"),
         format!("CREATE TABLE {p}kv (scope VARCHAR(64) NOT NULL, name VARCHAR(255) NOT NULL, value TEXT, PRIMARY KEY (scope, name))"),
@@ -202,10 +209,87 @@ fn schema(kind: Kind, p: &str) -> Vec<String> {
         format!("CREATE TABLE {p}multi (a VARCHAR(64) NOT NULL, b INTEGER NOT NULL, c VARCHAR(64) NOT NULL, v1 TEXT, v2 BIGINT, PRIMARY KEY (a, b, c))"),
         format!("CREATE TABLE {p}blob (username VARCHAR(255) NOT NULL, id {key_blob} NOT NULL, data {blob}, PRIMARY KEY (username, id))"),
         format!("CREATE TABLE {p}single (v TEXT)"),
+        format!("CREATE TABLE {p}exp (name VARCHAR(255) NOT NULL, value TEXT, expires BIGINT, PRIMARY KEY (name))"),
+        format!("CREATE TABLE {p}expq (username VARCHAR(255) NOT NULL, bytes BIGINT, messages BIGINT, expires BIGINT, PRIMARY KEY (username))"),
+        format!("CREATE TABLE {p}exp1 (value TEXT, expires BIGINT)"),
+        format!("CREATE TABLE {p}typed (id {uuid} NOT NULL, d {double}, u {uuid}, PRIMARY KEY (id))"),
     ]
 }
 
-const TABLES: [&str; 7] = ["quota", "kv", "userkv", "bench", "multi", "blob", "single"];
+const TABLES: [&str; 11] = [
+    "quota", "kv", "userkv", "bench", "multi", "blob", "single", "exp", "expq", "exp1", "typed",
+];
+
+/// Dovecot 2.4 maps (`expire_field`, `double`, `uuid`), in 2.4 syntax.
+fn maps24(p: &str, connect: &str, kind: Kind) -> String {
+    let sql = match kind {
+        Kind::Sqlite => format!("sql_driver = sqlite\nsqlite_path = {connect}"),
+        // the connect string is replaced by the test server's
+        Kind::Mysql => "sql_driver = mysql\n    mysql localhost {\n    }".to_string(),
+        Kind::Pgsql => "sql_driver = pgsql\n    pgsql localhost {\n    }".to_string(),
+    };
+    format!(
+        r#"dovecot_config_version = 2.4.1
+dict_server {{
+  dict d24 {{
+    driver = sql
+    {sql}
+    dict_map shared/exp/$name {{
+      sql_table = {p}exp
+      expire_field = expires
+      value_field value {{
+      }}
+      key_field name {{
+        value = $name
+      }}
+    }}
+    dict_map priv/exp/storage {{
+      sql_table = {p}expq
+      username_field = username
+      expire_field = expires
+      value_field bytes {{
+        type = int
+      }}
+    }}
+    dict_map priv/exp/messages {{
+      sql_table = {p}expq
+      username_field = username
+      expire_field = expires
+      value_field messages {{
+        type = int
+      }}
+    }}
+    dict_map shared/exp1 {{
+      sql_table = {p}exp1
+      expire_field = expires
+      value_field value {{
+      }}
+    }}
+    dict_map shared/double/$id {{
+      sql_table = {p}typed
+      value_field d {{
+        type = double
+      }}
+      key_field id {{
+        value = $id
+        type = uuid
+      }}
+    }}
+    dict_map shared/uuid/$id {{
+      sql_table = {p}typed
+      value_field u {{
+        type = uuid
+      }}
+      key_field id {{
+        value = $id
+        type = uuid
+      }}
+    }}
+  }}
+}}
+"#
+    )
+}
 
 impl Env {
     async fn new(kind: Kind) -> Option<Env> {
@@ -253,10 +337,25 @@ impl Env {
             create_sqlite: true,
             ..SqlOptions::default()
         };
-        let dict = SqlDict::connect(driver, file, options).await.unwrap();
+        let dict = SqlDict::connect(driver, file.clone(), options.clone())
+            .await
+            .unwrap();
+        let conf = dict_config::DovecotConfig::parse_str(
+            &maps24(&prefix, &connect, kind),
+            "/test/dovecot.conf",
+        )
+        .unwrap();
+        let mut file24 = match conf.dicts[0].spec() {
+            Ok(dict_config::DictSpec::Sql { map_file, .. }) => map_file,
+            other => panic!("{other:?}"),
+        };
+        // MySQL/PostgreSQL: the same server as the 2.3 maps
+        file24.connect = connect.clone();
+        let dict24 = SqlDict::connect(driver, file24, options).await.unwrap();
         Some(Env {
             kind,
             dict,
+            dict24,
             raw,
             prefix,
             _dir: dir,
@@ -313,6 +412,7 @@ impl Env {
 
     async fn cleanup(self) {
         self.dict.close().await;
+        self.dict24.close().await;
         for t in TABLES {
             self.exec(&format!("DROP TABLE IF EXISTS {}", self.t(t)))
                 .await;
@@ -478,10 +578,217 @@ suite!(
     check_schema,
     iteration_streams_and_can_be_dropped,
     concurrent_writers_and_readers,
+    expire_field_hides_and_sweeps_expired_rows,
+    double_and_uuid_types,
 );
 
 mod cases {
     use super::*;
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    async fn commit24(env: &Env, user: &str, expire: u32, changes: Vec<Change>) -> CommitResult {
+        env.dict24
+            .commit(Transaction {
+                username: user.into(),
+                expire_secs: Some(expire),
+                changes,
+                ..Default::default()
+            })
+            .await
+    }
+
+    async fn get24(env: &Env, key: &str, user: &str) -> Option<Vec<String>> {
+        env.dict24
+            .lookup(key.as_bytes(), user.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("lookup {key}: {e}"))
+            .map(|vs| {
+                vs.into_iter()
+                    .map(|v| String::from_utf8(v).unwrap())
+                    .collect()
+            })
+    }
+
+    async fn keys24(env: &Env, path: &str, user: &str) -> Vec<String> {
+        let rows: Vec<_> = env
+            .dict24
+            .iterate(path.as_bytes(), user.as_bytes(), IterateOptions::default())
+            .collect()
+            .await;
+        let mut keys: Vec<String> = rows
+            .into_iter()
+            .map(|r| String::from_utf8(r.unwrap().key).unwrap())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Dovecot 2.4's `expire_field`: sets write now + expire_secs (from `B`), reads skip
+    /// rows at or past their time, NULL never expires, the sweep deletes only expired rows.
+    pub async fn expire_field_hides_and_sweeps_expired_rows(env: &Env) {
+        let exp = env.t("exp");
+        let expires = |name: &str| {
+            let sql = format!(
+                "SELECT {} FROM {exp} WHERE name = '{name}'",
+                env.txt("expires")
+            );
+            async move { env.rows(&sql).await }
+        };
+        assert_eq!(
+            commit24(
+                env,
+                "",
+                100,
+                vec![set("shared/exp/a", "1"), set("shared/exp/b", "2")]
+            )
+            .await,
+            CommitResult::Ok
+        );
+        assert_eq!(
+            commit24(env, "", 0, vec![set("shared/exp/c", "3")]).await,
+            CommitResult::Ok
+        );
+        let at: i64 = expires("a").await[0][0].clone().unwrap().parse().unwrap();
+        assert!(
+            (now() + 99..=now() + 101).contains(&at),
+            "expires {at}, now {}",
+            now()
+        );
+        assert_eq!(expires("c").await, vec![vec![None]]);
+        assert_eq!(get24(env, "shared/exp/a", "").await, Some(vec!["1".into()]));
+        assert_eq!(
+            keys24(env, "shared/exp/", "").await,
+            ["shared/exp/a", "shared/exp/b", "shared/exp/c"]
+        );
+
+        // a is due now, b long ago: both invisible, c (never expires) stays
+        env.exec(&format!(
+            "UPDATE {exp} SET expires = {} WHERE name = 'a'",
+            now()
+        ))
+        .await;
+        env.exec(&format!("UPDATE {exp} SET expires = 1 WHERE name = 'b'"))
+            .await;
+        assert_eq!(get24(env, "shared/exp/a", "").await, None);
+        assert_eq!(get24(env, "shared/exp/b", "").await, None);
+        assert_eq!(keys24(env, "shared/exp/", "").await, ["shared/exp/c"]);
+
+        // setting again without expiry makes the value permanent
+        assert_eq!(
+            commit24(env, "", 0, vec![set("shared/exp/b", "again")]).await,
+            CommitResult::Ok
+        );
+        assert_eq!(
+            get24(env, "shared/exp/b", "").await,
+            Some(vec!["again".into()])
+        );
+        assert_eq!(expires("b").await, vec![vec![None]]);
+
+        // the sweep deletes a (expired), keeps b, c (no expiry) and d (not yet expired)
+        assert_eq!(
+            commit24(env, "", 3600, vec![set("shared/exp/d", "4")]).await,
+            CommitResult::Ok
+        );
+        env.dict24.expire_scan().await.unwrap();
+        let mut names: Vec<String> = env
+            .rows(&format!("SELECT name FROM {exp}"))
+            .await
+            .into_iter()
+            .map(|r| r[0].clone().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["b", "c", "d"]);
+
+        // a map without variables: UPDATE/INSERT carry the expiry too
+        assert_eq!(
+            commit24(env, "", 50, vec![set("shared/exp1", "one")]).await,
+            CommitResult::Ok
+        );
+        assert_eq!(
+            get24(env, "shared/exp1", "").await,
+            Some(vec!["one".into()])
+        );
+        env.exec(&format!("UPDATE {} SET expires = 2", env.t("exp1")))
+            .await;
+        assert_eq!(get24(env, "shared/exp1", "").await, None);
+
+        // quota_clone_unset from a 2.4 client: both values survive, with the expiry
+        let changes = vec![
+            unset("priv/exp/storage"),
+            set("priv/exp/storage", "72"),
+            unset("priv/exp/messages"),
+            set("priv/exp/messages", "1"),
+        ];
+        assert_eq!(commit24(env, "alice", 60, changes).await, CommitResult::Ok);
+        assert_eq!(
+            get24(env, "priv/exp/storage", "alice").await,
+            Some(vec!["72".into()])
+        );
+        assert_eq!(
+            get24(env, "priv/exp/messages", "alice").await,
+            Some(vec!["1".into()])
+        );
+        // increments don't touch the expiry (as in Dovecot)
+        assert_eq!(
+            commit24(env, "alice", 0, vec![inc("priv/exp/storage", 8)]).await,
+            CommitResult::Ok
+        );
+        assert_eq!(
+            get24(env, "priv/exp/storage", "alice").await,
+            Some(vec!["80".into()])
+        );
+        let e = env
+            .rows(&format!(
+                "SELECT {} FROM {} WHERE username = 'alice'",
+                env.txt("expires"),
+                env.t("expq")
+            ))
+            .await;
+        assert!(e[0][0].is_some(), "{e:?}");
+    }
+
+    /// Dovecot 2.4's `double` and `uuid` types, on every database.
+    pub async fn double_and_uuid_types(env: &Env) {
+        let id = "0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0";
+        let canonical = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+        let key = |m: &str| format!("shared/{m}/{id}");
+        assert_eq!(
+            commit24(env, "", 0, vec![set(&key("double"), "1.5")]).await,
+            CommitResult::Ok
+        );
+        assert_eq!(
+            get24(env, &key("double"), "").await,
+            Some(vec!["1.5".into()])
+        );
+        assert_eq!(
+            commit24(
+                env,
+                "",
+                0,
+                vec![set(&key("uuid"), "00112233445566778899AABBCCDDEEFF")]
+            )
+            .await,
+            CommitResult::Ok
+        );
+        assert_eq!(
+            get24(env, &format!("shared/uuid/{canonical}"), "").await,
+            Some(vec!["00112233-4455-6677-8899-aabbccddeeff".into()])
+        );
+        assert_eq!(
+            keys24(env, "shared/uuid/", "").await,
+            [format!("shared/uuid/{canonical}")]
+        );
+        let bad = commit24(env, "", 0, vec![set(&key("double"), "1.5x")]).await;
+        assert!(failed(bad).contains("value field's value isn't a double: 1.5x"));
+        let bad = commit24(env, "", 0, vec![set("shared/double/not-a-uuid", "1")]).await;
+        assert!(failed(bad).contains("id field's value isn't an uuid: not-a-uuid"));
+    }
 
     pub async fn lookups(env: &Env) {
         let q = env.t("quota");

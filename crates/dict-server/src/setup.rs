@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use dict_backend::redis::RedisDict;
 use dict_backend::sql::{SqlDict, SqlOptions};
 use dict_backend::Dict;
-use dict_config::{DictEntry, DictUri, DovecotConfig, ServerToml, SqlMapFile};
+use dict_config::{DictEntry, DictSpec, DovecotConfig, ServerToml};
 use tracing::info;
 
 use crate::listener::ListenerSettings;
+use crate::observe;
 use crate::registry::Registry;
 
 /// Everything the server needs to start, from whichever configuration was given.
@@ -31,6 +33,8 @@ pub struct Plan {
     pub log: dict_config::LogSettings,
     /// Connections served at once.
     pub max_connections: usize,
+    /// The Prometheus endpoint.
+    pub metrics: dict_config::MetricsSettings,
 }
 
 /// Dovecot's default listener mode and group for the dict socket.
@@ -68,7 +72,9 @@ pub fn plan(
         for l in &dovecot.dict_listeners {
             listeners.push(ListenerSettings {
                 path: l.path.clone(),
-                mode: l.mode.unwrap_or(DEFAULT_MODE),
+                // `mode = 0` is how Dovecot's own dict service is told not to listen there
+                // (so that we can): it says nothing about our socket's mode.
+                mode: l.mode.filter(|&m| m != 0).unwrap_or(DEFAULT_MODE),
                 user: l.user.clone(),
                 group: l.group.clone(),
                 backlog: i32::try_from(toml_cfg.listener.backlog).unwrap_or(i32::MAX),
@@ -116,6 +122,7 @@ pub fn plan(
         create_sqlite,
         data_dir: default_data_dir,
         log: toml_cfg.log,
+        metrics: toml_cfg.metrics,
     })
 }
 
@@ -199,11 +206,11 @@ fn embedded_default(dir: &Path) -> Result<Vec<DictEntry>> {
         .with_context(|| format!("writing {}", map_path.display()))?;
     }
     let origin = dict_config::Origin::new(map_path.clone(), 1);
-    Ok(vec![DictEntry {
-        name: "quota".into(),
-        uri: format!("sqlite:{}", map_path.display()),
+    Ok(vec![DictEntry::from_uri(
+        "quota",
+        format!("sqlite:{}", map_path.display()),
         origin,
-    }])
+    )])
 }
 
 /// Creates the embedded default's tables (idempotent).
@@ -230,11 +237,27 @@ pub async fn open_dicts(plan: &Plan) -> Result<Registry> {
     for entry in &plan.dicts {
         let dict = open_dict(entry, timeout, plan.create_sqlite)
             .await
-            .with_context(|| format!("{}: dict '{}' ({})", entry.origin, entry.name, entry.uri))?;
-        info!(dict = %entry.name, uri = %entry.uri, "dict ready");
-        registry.insert(&entry.name, dict);
+            .with_context(|| {
+                format!(
+                    "{}: dict '{}' ({})",
+                    entry.origin,
+                    entry.name,
+                    entry.describe()
+                )
+            })?;
+        info!(dict = %entry.name, config = %entry.describe(), "dict ready");
+        registry.insert(
+            &entry.name,
+            observe::wrap(&entry.name, dict, plan.server.warn_slow()),
+        );
     }
     Ok(registry)
+}
+
+/// Opens one dict of the plan (for the config check, which reports each dict on its own).
+pub async fn open_one(plan: &Plan, entry: &DictEntry) -> Result<Arc<dyn Dict>> {
+    let dict = open_dict(entry, plan.server.request_timeout(), plan.create_sqlite).await?;
+    Ok(observe::wrap(&entry.name, dict, plan.server.warn_slow()))
 }
 
 async fn open_dict(
@@ -242,9 +265,9 @@ async fn open_dict(
     timeout: Duration,
     create_sqlite: bool,
 ) -> Result<Arc<dyn Dict>> {
-    match entry.parse_uri()? {
-        DictUri::Sql { driver, map_path } => {
-            let map_file = SqlMapFile::load(&map_path)?;
+    // A 2.3 URI (its map file read now) or a 2.4 dict_server { dict … { } }: the same.
+    match entry.spec()? {
+        DictSpec::Sql { driver, map_file } => {
             if create_sqlite && driver == dict_config::SqlDriver::Sqlite {
                 create_embedded_schema(Path::new(map_file.connect.trim())).await?;
             }
@@ -255,6 +278,7 @@ async fn open_dict(
             };
             Ok(Arc::new(SqlDict::connect(driver, map_file, options).await?))
         }
-        DictUri::Redis(_params) => bail!("redis dicts are not supported yet"),
+        // Connects on first use, so the server starts while Redis is down.
+        DictSpec::Redis(params) => Ok(Arc::new(RedisDict::connect(&params)?)),
     }
 }

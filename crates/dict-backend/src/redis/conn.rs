@@ -42,8 +42,15 @@ impl Live {
 }
 
 enum Addr {
-    Tcp { host: String, port: u16 },
-    Tls { host: String, port: u16, tls: TlsConnector },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Tls {
+        host: String,
+        port: u16,
+        tls: TlsConnector,
+    },
     Unix(PathBuf),
 }
 
@@ -54,6 +61,8 @@ pub(crate) struct Connector {
     /// `host:port` or the socket path, for error messages.
     target: String,
     current: Mutex<Option<Live>>,
+    /// Logs a reconnect louder than the first connect.
+    connected_before: AtomicBool,
 }
 
 /// Why no connection could be had.
@@ -109,6 +118,7 @@ impl Connector {
             info,
             target,
             current: Mutex::new(None),
+            connected_before: AtomicBool::new(false),
         })
     }
 
@@ -135,6 +145,11 @@ impl Connector {
             .await
             .map_err(|_| ConnectError::TimedOut)?
             .map_err(ConnectError::Failed)?;
+        if self.connected_before.swap(true, Ordering::Relaxed) {
+            tracing::info!("redis: reconnected to {}", self.target);
+        } else {
+            tracing::debug!("redis: connected to {}", self.target);
+        }
         let live = Live {
             conn,
             dead,
@@ -164,13 +179,19 @@ impl Connector {
 
     /// Sends `AUTH`/`SELECT` and starts the task that drives the connection; when that
     /// task ends (EOF, reset, all handles dropped) the connection is marked dead.
-    async fn start<S>(&self, stream: S) -> Result<(MultiplexedConnection, Arc<AtomicBool>), RedisError>
+    async fn start<S>(
+        &self,
+        stream: S,
+    ) -> Result<(MultiplexedConnection, Arc<AtomicBool>), RedisError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (conn, driver) =
-            MultiplexedConnection::new_with_config(&self.info, stream, AsyncConnectionConfig::new())
-                .await?;
+        let (conn, driver) = MultiplexedConnection::new_with_config(
+            &self.info,
+            stream,
+            AsyncConnectionConfig::new(),
+        )
+        .await?;
         let dead = Arc::new(AtomicBool::new(false));
         let flag = dead.clone();
         tokio::spawn(async move {

@@ -38,16 +38,24 @@ const MGET_BATCH: usize = 500;
 
 /// A `redis:` dict. One multiplexed connection serves every operation; it is made on first
 /// use and made again after a failure, so creating the dict never fails because Redis is
-/// down. Every Redis round trip is bounded by `timeout_msecs`.
+/// down, and service resumes by itself when Redis is back.
+///
+/// `timeout_msecs` bounds a whole lookup or commit (connecting included), and each round
+/// trip of an iteration. A commit that fails before its `MULTI … EXEC` was handed to the
+/// connection is `Failed`; one that fails or times out after is `WriteUncertain`. Every
+/// future may also be dropped at any point (the server's own, shorter timeouts): that is
+/// safe, but a dropped commit may or may not have reached Redis.
 ///
 /// **Extension: iteration.** Dovecot's Redis dict cannot iterate; this one can. A path
 /// becomes a `SCAN … MATCH <redis key of the path>*` (glob characters of the key escaped),
-/// filtered to one level unless RECURSE; EXACT_KEY is one `GET`; values come from `MGET` in
-/// batches of 500, so a key deleted meanwhile is left out. Rows come sorted by key unless
-/// SORT_BY_VALUE (all keys and, for SORT_BY_VALUE, all values are held in memory). Costs:
-/// a `SCAN` walks the whole database, whatever the path. Because `shared/<user>/…` and
-/// `priv/…` of `<user>` are the same Redis key in Dovecot's layout, a recursive iteration of
-/// `shared/` also lists every user's private keys.
+/// filtered to one level unless RECURSE; EXACT_KEY is one `GET` (`EXISTS` with NO_VALUE);
+/// NO_VALUE reads no values; otherwise values come from `MGET` in batches of 500, so a key
+/// deleted meanwhile (or holding a list, hash, …) is left out. Rows come sorted by key
+/// unless SORT_BY_VALUE; max_rows applies after sorting. All matching keys (and, for
+/// SORT_BY_VALUE, their values) are held in memory, and a `SCAN` walks the whole database
+/// whatever the path. Because `shared/<user>/…` and `priv/…` of `<user>` are the same Redis
+/// key in Dovecot's layout, iterating `shared/<user>/` (or `shared/` recursively) lists
+/// that user's private keys as `shared/` keys.
 pub struct RedisDict {
     inner: Arc<Inner>,
 }
@@ -61,8 +69,8 @@ struct Inner {
 
 impl RedisDict {
     /// Checks `params` and prepares the connection; does not connect (see [`Dict::check`]).
-    /// Fails on parameters that cannot work: `tls=yes` with `path=`, `user=` without
-    /// `password=`.
+    /// Fails on parameters that cannot work: `tls=yes` with `path=` or without any CA
+    /// certificate on the system, `user=` without `password=`.
     pub fn connect(params: &RedisParams) -> Result<RedisDict, DictError> {
         let conn = Connector::new(params).map_err(DictError)?;
         Ok(RedisDict {
@@ -110,15 +118,29 @@ impl Inner {
         }
     }
 
-    /// Runs a read-only request within one timeout. A connection found broken when it is
-    /// used is replaced and the request sent once more, so the first request after Redis
-    /// came back does not fail.
+    /// Runs a read-only request within one timeout (see [`Inner::read_until`]).
     async fn read<T, F, Fut>(&self, what: &str, f: F) -> Result<T, DictError>
     where
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        let deadline = Instant::now() + self.timeout;
+        self.read_until(Instant::now() + self.timeout, what, f)
+            .await
+    }
+
+    /// Runs a read-only request until `deadline`. A connection found broken when it is
+    /// used is replaced and the request sent once more, so the first request after Redis
+    /// came back does not fail.
+    async fn read_until<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        what: &str,
+        f: F,
+    ) -> Result<T, DictError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
         let mut retried = false;
         loop {
             let live = self
@@ -162,9 +184,10 @@ impl Inner {
         if plan.is_empty() {
             return CommitResult::Ok;
         }
+        let deadline = Instant::now() + self.timeout;
         if let Some(check) = plan.check_pipeline() {
             let replies = self
-                .read("commit", |mut conn| {
+                .read_until(deadline, "commit", |mut conn| {
                     let check = &check;
                     async move { check.query_async::<Vec<Value>>(&mut conn).await }
                 })
@@ -178,7 +201,6 @@ impl Inner {
                 Err(e) => return CommitResult::Failed(e),
             }
         }
-        let deadline = Instant::now() + self.timeout;
         let live = match self.conn.get(deadline).await {
             Ok(live) => live,
             Err(e) => return CommitResult::Failed(self.connect_failed("commit", e)),

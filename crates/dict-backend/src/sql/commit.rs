@@ -47,7 +47,23 @@ fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
 
 /// The statements for `changes`, or the text of the first error. Empty when nothing needs
 /// writing.
+#[cfg(test)]
 pub(crate) fn plan(q: &Queries, username: &[u8], changes: &[Change]) -> Result<Vec<Exec>, String> {
+    plan_expiring(q, username, None, changes)
+}
+
+/// [`plan`] for a transaction whose values expire at `expire_at` (Unix seconds; from the
+/// 2.4 `B` command's expire_secs): sets of a map with `expire_field` write it there, and
+/// NULL (never expires) when the transaction has no expiry. Dovecot 2.4 leaves the column
+/// untouched then, so a value set again without expiry kept the old expiry time (and an
+/// expired one stayed invisible); here setting a value without expiry makes it permanent.
+/// Increments and unsets don't touch the column, as in Dovecot.
+pub(crate) fn plan_expiring(
+    q: &Queries,
+    username: &[u8],
+    expire_at: Option<i64>,
+    changes: &[Change],
+) -> Result<Vec<Exec>, String> {
     let maps = &q.maps;
     let elided = elided_unsets(changes);
     let mut steps = Vec::new();
@@ -66,7 +82,12 @@ pub(crate) fn plan(q: &Queries, username: &[u8], changes: &[Change]) -> Result<V
                     .as_ref()
                     .is_some_and(|b| !mergeable(q, b, m, private, &vars))
                 {
-                    steps.push(flush_sets(q, username, sets.take().expect("checked"))?);
+                    steps.push(flush_sets(
+                        q,
+                        username,
+                        expire_at,
+                        sets.take().expect("checked"),
+                    )?);
                 }
                 let batch = sets.get_or_insert_with(|| Batch::new(key, m, private, &vars));
                 batch.count += 1;
@@ -88,7 +109,7 @@ pub(crate) fn plan(q: &Queries, username: &[u8], changes: &[Change]) -> Result<V
                     steps.push(flush_incs(q, username, b)?);
                 }
                 if let Some(b) = sets.take() {
-                    steps.push(flush_sets(q, username, b)?);
+                    steps.push(flush_sets(q, username, expire_at, b)?);
                 }
                 let (m, vars) = find_map(maps, key)
                     .ok_or_else(|| format!("dict-sql: Invalid/unmapped key: {}", lossy(key)))?;
@@ -110,7 +131,7 @@ pub(crate) fn plan(q: &Queries, username: &[u8], changes: &[Change]) -> Result<V
                     continue;
                 }
                 if let Some(b) = sets.take() {
-                    steps.push(flush_sets(q, username, b)?);
+                    steps.push(flush_sets(q, username, expire_at, b)?);
                 }
                 let (m, vars) = find_map(maps, key).ok_or_else(|| {
                     format!("sql dict atomic inc: Invalid/unmapped key: {}", lossy(key))
@@ -146,7 +167,7 @@ pub(crate) fn plan(q: &Queries, username: &[u8], changes: &[Change]) -> Result<V
         steps.push(flush_incs(q, username, b)?);
     }
     if let Some(b) = sets.take() {
-        steps.push(flush_sets(q, username, b)?);
+        steps.push(flush_sets(q, username, expire_at, b)?);
     }
     Ok(steps)
 }
@@ -190,6 +211,7 @@ impl Batch {
 fn mergeable(q: &Queries, batch: &Batch, map: usize, private: bool, vars: &[&[u8]]) -> bool {
     let (a, b) = (&q.maps[batch.first_map], &q.maps[map]);
     a.table == b.table
+        && a.expire_field == b.expire_field
         && batch.private == private
         && (!private || a.username_field == b.username_field)
         && a.fields
@@ -203,7 +225,12 @@ fn mergeable(q: &Queries, batch: &Batch, map: usize, private: bool, vars: &[&[u8
             .eq(vars.iter().copied())
 }
 
-fn flush_sets(q: &Queries, username: &[u8], b: Batch) -> Result<Exec, String> {
+fn flush_sets(
+    q: &Queries,
+    username: &[u8],
+    expire_at: Option<i64>,
+    b: Batch,
+) -> Result<Exec, String> {
     let fail = |e: String| {
         format!(
             "dict-sql: Failed to set {} fields (first {}): {e}",
@@ -222,7 +249,13 @@ fn flush_sets(q: &Queries, username: &[u8], b: Batch) -> Result<Exec, String> {
         .collect::<Result<_, _>>()
         .map_err(fail)?;
     let first = &q.maps[b.first_map];
+    let expire = first
+        .expire_field
+        .as_ref()
+        .map(|_| expire_at.map_or(Param::NullInt, Param::Int));
     if first.fields.is_empty() && !b.private {
+        let mut values = values;
+        values.extend(expire);
         return Ok(Exec::UpdateElseInsert {
             update: q.sql(&Shape::UpdateAll { maps: maps.clone() }),
             update_params: values.clone(),
@@ -234,9 +267,11 @@ fn flush_sets(q: &Queries, username: &[u8], b: Batch) -> Result<Exec, String> {
     if b.private {
         params.push(Param::Text(username.to_vec()));
     }
+    params.extend(expire.clone());
     params.extend(key_params(first, &b.vars).map_err(fail)?);
     if q.dialect == Dialect::Mysql {
         params.extend(values);
+        params.extend(expire);
     }
     Ok(Exec::Run {
         sql: q.sql(&Shape::Upsert {

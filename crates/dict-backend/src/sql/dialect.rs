@@ -19,8 +19,10 @@ pub(crate) enum Dialect {
 pub(crate) enum ParamKind {
     /// Text (`string` type; also the username).
     Text,
-    /// A signed 64-bit number (`int`, `uint`, increments, LIMIT).
+    /// A signed 64-bit number (`int`, `uint`, increments, LIMIT, expire times).
     Int,
+    /// A floating point number (`double`).
+    Double,
     /// Bytes (`hexblob` type).
     Blob,
 }
@@ -111,7 +113,7 @@ impl<'a> SqlText<'a> {
                     .and_then(|c| self.catalog.column(self.table, c))
                     .filter(|ty| match kind {
                         ParamKind::Text => !ty.is_string(),
-                        ParamKind::Int => ty.category != 'N',
+                        ParamKind::Int | ParamKind::Double => ty.category != 'N',
                         ParamKind::Blob => false,
                     });
                 match cast {

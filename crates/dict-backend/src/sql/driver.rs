@@ -159,6 +159,8 @@ impl Backend for Sqlite {
                 Err(_) => q.bind(t.as_slice()),
             },
             Param::Int(i) => q.bind(*i),
+            Param::Double(d) => q.bind(*d),
+            Param::NullInt => q.bind(None::<i64>),
             Param::Blob(b) => q.bind(b.as_slice()),
         })
     }
@@ -193,6 +195,8 @@ impl Backend for MySql {
                 Err(_) => q.bind(t.as_slice()),
             },
             Param::Int(i) => q.bind(*i),
+            Param::Double(d) => q.bind(*d),
+            Param::NullInt => q.bind(None::<i64>),
             Param::Blob(b) => q.bind(b.as_slice()),
         })
     }
@@ -241,6 +245,8 @@ impl Backend for Postgres {
                 }
             },
             Param::Int(i) => q.bind(*i),
+            Param::Double(d) => q.bind(*d),
+            Param::NullInt => q.bind(None::<i64>),
             Param::Blob(b) => q.bind(b.as_slice()),
         })
     }

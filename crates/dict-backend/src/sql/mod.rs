@@ -56,6 +56,9 @@ pub struct SqlOptions {
     pub create_sqlite: bool,
     /// SQLite reader connections (writes always use one connection of their own).
     pub sqlite_readers: u32,
+    /// How often rows past their `expire_field` time are deleted (Dovecot 2.4's
+    /// dict-expire service: every 30 s); `None`: never. Only for dicts that have such a map.
+    pub expire_scan_interval: Option<Duration>,
 }
 
 impl Default for SqlOptions {
@@ -64,6 +67,7 @@ impl Default for SqlOptions {
             timeout: Duration::from_secs(5),
             create_sqlite: false,
             sqlite_readers: 4,
+            expire_scan_interval: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -132,9 +136,80 @@ impl SqlDict {
             let queries = Queries::new(inner.db.dialect(), inner.maps.clone(), Catalog::default());
             inner.queries.set(Arc::new(queries)).expect("fresh cell");
         }
-        Ok(SqlDict {
+        let dict = SqlDict {
             inner: Arc::new(inner),
-        })
+        };
+        if let Some(every) = options.expire_scan_interval {
+            dict.spawn_expire_scans(every);
+        }
+        Ok(dict)
+    }
+
+    /// Deletes the rows whose `expire_field` time has passed, in every map that has one:
+    /// `DELETE FROM T WHERE E <= <now>`, now in Unix seconds like the values sets write.
+    /// (Dovecot 2.4.0–2.4.4's dict-expire binds now in *microseconds* here, so it deletes
+    /// every row that has an expiry time at all, expired or not; we don't copy that.)
+    pub async fn expire_scan(&self) -> Result<(), DictError> {
+        let inner = &self.inner;
+        let mut steps = Vec::new();
+        let mut seen = BTreeSet::new();
+        let catalog = Catalog::default();
+        for map in inner.maps.iter() {
+            let Some(expire) = &map.expire_field else {
+                continue;
+            };
+            if !seen.insert((map.table.as_str(), expire.as_str())) {
+                continue;
+            }
+            let mut sql = dialect::SqlText::new(inner.db.dialect(), &catalog, &map.table);
+            sql.push("DELETE FROM ")
+                .push(&map.table)
+                .push(" WHERE ")
+                .push(expire)
+                .push(" <= ")
+                .param(dialect::ParamKind::Int, None);
+            steps.push(driver::Exec::Run {
+                sql: sql.finish().into(),
+                params: vec![Param::Int(unix_now())],
+                count: false,
+            });
+        }
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let deadline = inner.deadline();
+        let fail = |e: DbError| DictError::new(format!("sql dict: expire scan failed: {e}"));
+        let mut conn = inner.db.acquire(true, deadline).await.map_err(fail)?;
+        let mut phase = Phase::Begin;
+        match timeout_at(deadline, conn.transaction(&steps, &mut phase)).await {
+            Ok(r) => r.map(|_| ()).map_err(fail),
+            Err(_) => Err(fail(DbError::Timeout(inner.timeout))),
+        }
+    }
+
+    /// Runs [`SqlDict::expire_scan`] every `every` while the dict exists, when one of its
+    /// maps has an `expire_field` and a tokio runtime is running.
+    fn spawn_expire_scans(&self, every: Duration) {
+        if !self.inner.maps.iter().any(|m| m.expire_field.is_some()) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let dict = SqlDict { inner };
+                if let Err(e) = dict.expire_scan().await {
+                    tracing::warn!(map_file = %dict.inner.map_file.display(), "{e}");
+                }
+            }
+        });
     }
 
     /// The SQL driver this dict uses.
@@ -220,6 +295,13 @@ impl Inner {
     }
 }
 
+/// The current Unix time in seconds, what `expire_field` values are compared with.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// A cell as dict text (§6.3.4 "Result handling"): numbers in decimal, hexblob columns as
 /// lowercase hex; `None` for NULL.
 fn cell_text(cell: Cell, ty: ValueType) -> Option<Vec<u8>> {
@@ -233,10 +315,13 @@ fn cell_text(cell: Cell, ty: ValueType) -> Option<Vec<u8>> {
         Cell::Float(f) => f.to_string().into_bytes(),
         Cell::Bytes(b) => b,
     };
-    Some(if ty == ValueType::Hexblob {
-        hex::encode(bytes).into_bytes()
-    } else {
-        bytes
+    Some(match ty {
+        ValueType::Hexblob => hex::encode(bytes).into_bytes(),
+        // As Dovecot 2.4 prints a uuid column: lowercase, with dashes.
+        ValueType::Uuid => query::canonical_uuid(&bytes)
+            .map(String::into_bytes)
+            .unwrap_or(bytes),
+        _ => bytes,
     })
 }
 
@@ -326,6 +411,9 @@ fn plan_iterate(
         };
         if private {
             params.push(Param::Text(username.to_vec()));
+        }
+        if map.expire_field.is_some() {
+            params.push(Param::Int(unix_now()));
         }
         let limit = if n == 0 {
             Limit::One
@@ -520,6 +608,9 @@ impl Dict for SqlDict {
         if private {
             params.push(Param::Text(username.to_vec()));
         }
+        if map.expire_field.is_some() {
+            params.push(Param::Int(unix_now()));
+        }
         let deadline = inner.deadline();
         let row = async {
             let queries = inner.queries(deadline).await?;
@@ -559,7 +650,11 @@ impl Dict for SqlDict {
             Ok(q) => q,
             Err(e) => return CommitResult::Failed(failed(&e)),
         };
-        let steps = match commit::plan(&queries, &txn.username, &txn.changes) {
+        let expire_at = txn
+            .expire_secs
+            .filter(|&e| e > 0)
+            .map(|e| unix_now().saturating_add(i64::from(e)));
+        let steps = match commit::plan_expiring(&queries, &txn.username, expire_at, &txn.changes) {
             Ok(steps) => steps,
             Err(e) => return CommitResult::Failed(e),
         };

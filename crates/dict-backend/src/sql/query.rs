@@ -10,19 +10,51 @@ use dict_config::{SqlMap, ValueType};
 use super::dialect::{Catalog, Dialect, ParamKind, SqlText};
 
 /// A bound value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Param {
     Text(Vec<u8>),
     Int(i64),
+    Double(f64),
     Blob(Vec<u8>),
+    /// SQL NULL in a number column (an `expire_field` without expiry).
+    NullInt,
 }
 
 fn kind(ty: ValueType) -> ParamKind {
     match ty {
-        ValueType::String => ParamKind::Text,
+        // A UUID is bound as its text; PostgreSQL casts it to a `uuid` column's type.
+        ValueType::String | ValueType::Uuid => ParamKind::Text,
         ValueType::Int | ValueType::Uint => ParamKind::Int,
+        ValueType::Double => ParamKind::Double,
         ValueType::Hexblob => ParamKind::Blob,
     }
+}
+
+/// A UUID as Dovecot 2.4 accepts it (32 hex digits, optionally with the four dashes of
+/// the 8-4-4-4-12 form), in the lowercase dashed form.
+pub(crate) fn canonical_uuid(s: &[u8]) -> Option<String> {
+    let hex: Vec<u8> = match s.len() {
+        32 => s.to_vec(),
+        36 => {
+            if [8, 13, 18, 23].iter().any(|&i| s[i] != b'-') {
+                return None;
+            }
+            s.iter().copied().filter(|&b| b != b'-').collect()
+        }
+        _ => return None,
+    };
+    if hex.len() != 32 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let h = String::from_utf8(hex).ok()?.to_ascii_lowercase();
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
 }
 
 /// Dovecot's `str_to_int64`: an optional `-`, then one or more digits, within range.
@@ -71,6 +103,16 @@ pub(crate) fn typed_param(
         ValueType::Hexblob => parse_hex(value)
             .map(Param::Blob)
             .ok_or_else(|| fail("hexblob")),
+        // Finite only: not every database stores NaN or infinities.
+        ValueType::Double => std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|d| d.is_finite())
+            .map(Param::Double)
+            .ok_or_else(|| fail("a double")),
+        ValueType::Uuid => canonical_uuid(value)
+            .map(|u| Param::Text(u.into_bytes()))
+            .ok_or_else(|| fail("an uuid")),
     }
 }
 
@@ -211,7 +253,9 @@ impl Queries {
                 s.push("SELECT ");
                 self.select_values(&mut s, map);
                 s.push(" FROM ").push(&map.table);
-                self.where_clause(&mut s, map, map.fields.len(), IterMode::Exact, *private);
+                let wrote =
+                    self.where_clause(&mut s, map, map.fields.len(), IterMode::Exact, *private);
+                self.unexpired(&mut s, map, !wrote);
                 if map.fields.is_empty() && !private {
                     // The first row the database returns is the value.
                     s.push(" LIMIT 1");
@@ -222,7 +266,7 @@ impl Queries {
                 let map = &self.maps[*map];
                 let mut s = self.text(map);
                 s.push("DELETE FROM ").push(&map.table);
-                self.where_clause(&mut s, map, map.fields.len(), IterMode::Exact, *private);
+                let _ = self.where_clause(&mut s, map, map.fields.len(), IterMode::Exact, *private);
                 s.finish()
             }
             Shape::Upsert { maps, private } => {
@@ -232,6 +276,7 @@ impl Queries {
                 let mut columns: Vec<&str> = values.iter().map(|(c, _)| *c).collect();
                 let username = first.username_field.as_deref().filter(|_| *private);
                 columns.extend(username);
+                columns.extend(first.expire_field.as_deref());
                 columns.extend(first.fields.iter().map(|f| f.column.as_str()));
                 s.push("INSERT INTO ")
                     .push(&first.table)
@@ -247,20 +292,25 @@ impl Queries {
                 if let Some(u) = username {
                     s.push(",").param(ParamKind::Text, Some(u));
                 }
+                if let Some(e) = &first.expire_field {
+                    s.push(",").param(ParamKind::Int, Some(e));
+                }
                 for f in &first.fields {
                     s.push(",").param(kind(f.value_type), Some(&f.column));
                 }
                 s.push(")");
                 let mut keys: Vec<&str> = first.fields.iter().map(|f| f.column.as_str()).collect();
                 keys.extend(username);
-                s.upsert(&keys, &values);
+                let mut updated = values.clone();
+                updated.extend(first.expire_field.as_deref().map(|e| (e, ParamKind::Int)));
+                s.upsert(&keys, &updated);
                 s.finish()
             }
             Shape::UpdateAll { maps } => {
                 let first = &self.maps[maps[0]];
                 let mut s = self.text(first);
                 s.push("UPDATE ").push(&first.table).push(" SET ");
-                for (i, (column, kind)) in self.first_values(maps).into_iter().enumerate() {
+                for (i, (column, kind)) in self.written(maps).into_iter().enumerate() {
                     if i > 0 {
                         s.push(",");
                     }
@@ -271,7 +321,7 @@ impl Queries {
             Shape::Insert { maps } => {
                 let first = &self.maps[maps[0]];
                 let mut s = self.text(first);
-                let values = self.first_values(maps);
+                let values = self.written(maps);
                 let columns: Vec<&str> = values.iter().map(|(c, _)| *c).collect();
                 s.push("INSERT INTO ")
                     .push(&first.table)
@@ -299,7 +349,8 @@ impl Queries {
                     s.push(&format!("{column}={column}+"))
                         .param(ParamKind::Int, Some(column));
                 }
-                self.where_clause(&mut s, first, first.fields.len(), IterMode::Exact, *private);
+                let _ =
+                    self.where_clause(&mut s, first, first.fields.len(), IterMode::Exact, *private);
                 s.finish()
             }
             Shape::Iterate {
@@ -336,7 +387,8 @@ impl Queries {
                     s.push("1");
                 }
                 s.push(" FROM ").push(&map.table);
-                self.where_clause(&mut s, map, *bound, *mode, *private);
+                let wrote = self.where_clause(&mut s, map, *bound, *mode, *private);
+                self.unexpired(&mut s, map, !wrote);
                 match sort {
                     Sort::Key if n > 0 => {
                         let keys: Vec<&str> =
@@ -359,6 +411,30 @@ impl Queries {
                 }
                 s.finish()
             }
+        }
+    }
+
+    /// The columns a set of a map without variables writes: the value columns, then the
+    /// first map's `expire_field`.
+    fn written<'a>(&'a self, maps: &[usize]) -> Vec<(&'a str, ParamKind)> {
+        let mut columns = self.first_values(maps);
+        let first = &self.maps[maps[0]];
+        columns.extend(first.expire_field.as_deref().map(|e| (e, ParamKind::Int)));
+        columns
+    }
+
+    /// Dovecot 2.4's `expire_field`: a read skips rows that expired (`expire <= now`);
+    /// NULL never expires. `first` says that no WHERE was written yet. Bound last, after
+    /// the username.
+    fn unexpired(&self, s: &mut SqlText<'_>, map: &SqlMap, first: bool) {
+        if let Some(e) = &map.expire_field {
+            s.push(if first { " WHERE (" } else { " AND (" })
+                .push(e)
+                .push(" IS NULL OR ")
+                .push(e)
+                .push(" > ")
+                .param(ParamKind::Int, Some(e))
+                .push(")");
         }
     }
 
@@ -392,7 +468,7 @@ impl Queries {
         bound: usize,
         mode: IterMode,
         private: bool,
-    ) {
+    ) -> bool {
         let mut first = true;
         let mut and = |s: &mut SqlText<'_>| {
             s.push(if first { " WHERE " } else { " AND " });
@@ -416,6 +492,7 @@ impl Queries {
                 s.push(u).push(" = ").param(ParamKind::Text, Some(u));
             }
         }
+        !first
     }
 }
 
