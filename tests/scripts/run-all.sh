@@ -106,6 +106,11 @@ eval "$("$SERVICES_SH" env)"
 echo "available services: ${DICT_TEST_AVAILABLE:-none}"
 step reset "$SERVICES_SH" reset
 
+# ----------------------------------------------------- Dovecot 2.4 chroot ---
+# Debian 13 with the real Dovecot 2.4 for tests/tests/dovecot24.rs: built once with
+# debootstrap (~2 min), then reused from /var/cache/dict-rs/dovecot24.
+step "dovecot 2.4 chroot" "$SCRIPT_DIR/dovecot24-chroot.sh" setup
+
 # ----------------------------------------------------------------- tests ---
 step "cargo test" "$CARGO" test --workspace --all-targets -- --test-threads="$THREADS"
 
@@ -119,6 +124,7 @@ step "cargo test" "$CARGO" test --workspace --all-targets -- --test-threads="$TH
 #   step "quota_clone e2e" "$REPO_DIR/tests/scripts/<script>.sh"
 step "rustfmt" "$CARGO" fmt --all --check
 step "clippy" "$CARGO" clippy --workspace --all-targets -- -D warnings
+step "dovecot 2.4 chroot teardown" "$SCRIPT_DIR/dovecot24-chroot.sh" teardown
 # ------------------------------------------------------- END MORE STEPS ---
 
 exit 0

@@ -139,6 +139,11 @@ pub struct DictServer {
 impl DictServer {
     /// Starts the server binary with a Dovecot 2.3 config serving dict `name` on `sql`.
     pub fn start(backend: Backend, name: &str) -> DictServer {
+        Self::start_with_dict(backend, name, "")
+    }
+
+    /// Like [`DictServer::start`], with the dict's URI given (`""`: made for `backend`).
+    pub fn start_with_dict(backend: Backend, name: &str, given_uri: &str) -> DictServer {
         let dir = tempfile::Builder::new()
             .prefix("dict-rs-")
             .tempdir_in(scratch())
@@ -176,6 +181,7 @@ impl DictServer {
         std::fs::write(&map_path, format!("connect = {connect}\n{MAPS}")).unwrap();
         let redis_prefix = unique("t") + "/";
         let uri = match backend {
+            _ if !given_uri.is_empty() => given_uri.to_string(),
             Backend::Redis => format!(
                 "redis:host={}:port={}:prefix={redis_prefix}",
                 service_env("DICT_TEST_REDIS_HOST"),

@@ -1,6 +1,8 @@
 //! The real `doveadm dict` (Dovecot 2.3) against our server, on SQLite, MariaDB and
-//! PostgreSQL: one suite, three backends. Outputs and exit codes as Dovecot's own server
-//! gives them (see protocol-spec/ for the few deliberate differences).
+//! PostgreSQL: one suite, three backends, each configured once in Dovecot 2.3 syntax (map
+//! file) and once with the same maps in 2.4 syntax (`dict_server { }`). Outputs and exit
+//! codes as Dovecot's own server gives them (see protocol-spec/ for the few deliberate
+//! differences).
 
 use dict_tests::{doveadm, unique, Backend, DictServer};
 
@@ -11,7 +13,11 @@ fn sorted_lines(s: &str) -> Vec<&str> {
 }
 
 fn suite(backend: Backend) {
-    let mut server = DictServer::start(backend, "quota");
+    suite_on(backend, DictServer::start(backend, "quota"));
+}
+
+/// The suite against a running server, whichever configuration syntax started it.
+fn suite_on(backend: Backend, mut server: DictServer) {
     let is_sql = backend != Backend::Redis;
     let uri = server.uri();
     let scope = unique("s");
@@ -315,4 +321,29 @@ fn doveadm_dict_on_postgresql() {
 #[test]
 fn doveadm_dict_on_redis() {
     suite(Backend::Redis);
+}
+
+/// The same maps and database in Dovecot 2.4 syntax behave the same.
+#[test]
+fn doveadm_dict_on_sqlite_2_4_config() {
+    suite_on(
+        Backend::Sqlite,
+        DictServer::start24(Backend::Sqlite, "quota", ""),
+    );
+}
+
+#[test]
+fn doveadm_dict_on_mariadb_2_4_config() {
+    suite_on(
+        Backend::Mysql,
+        DictServer::start24(Backend::Mysql, "quota", ""),
+    );
+}
+
+#[test]
+fn doveadm_dict_on_postgresql_2_4_config() {
+    suite_on(
+        Backend::Pgsql,
+        DictServer::start24(Backend::Pgsql, "quota", ""),
+    );
 }

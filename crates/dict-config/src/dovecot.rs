@@ -1,22 +1,30 @@
-//! The parts of a Dovecot 2.3 `dovecot.conf` that the dict server needs (dict-protocol.md
-//! §1.3, §7.1): the `dict { }` name → URI table, `base_dir`, and the listeners of
-//! `service dict` / `service dict-async`. Everything else in the file is parsed and ignored.
+//! The parts of a Dovecot `dovecot.conf` that the dict server needs (dict-protocol.md
+//! §1.3, §7.1): the dicts, `base_dir`, and the listeners of `service dict` /
+//! `service dict-async`. Everything else in the file is parsed and ignored.
+//!
+//! A 2.3 file names its dicts in `dict { name = uri }`; a file that sets
+//! `dovecot_config_version` is read as 2.4 (`dict_server { dict <name> { … } }`, see
+//! [`crate::dovecot24`]). Both end up as the same [`DictEntry`]s.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{ConfigError, Origin};
 use crate::settings::{self, Node};
-use crate::uri::DictUri;
+use crate::sql_map::SqlMapFile;
+use crate::uri::{DictUri, RedisParams, SqlDriver};
 
 /// Debian's compiled-in `base_dir`, used when dovecot.conf doesn't set one.
 pub const DEFAULT_BASE_DIR: &str = "/run/dovecot";
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DovecotConfig {
-    /// Every entry of every top-level `dict { }` block, in first-seen order; a name given
-    /// twice keeps its first position and its last URI, as Dovecot's merging does.
+    /// 2.3: every entry of every top-level `dict { }` block; 2.4: every
+    /// `dict_server { dict <name> { } }`. In first-seen order; a name given twice keeps its
+    /// first position and its last definition, as Dovecot's merging does.
     pub dicts: Vec<DictEntry>,
+    /// `dovecot_config_version`, when the file is a 2.4 one.
+    pub config_version: Option<String>,
     /// `None` when not set: see [`DovecotConfig::base_dir_or_default`].
     pub base_dir: Option<PathBuf>,
     /// Listeners of `service dict`. Dovecot's built-in `dict` listener is always there,
@@ -26,19 +34,94 @@ pub struct DovecotConfig {
     pub dict_async_listeners: Vec<UnixListenerConf>,
 }
 
-/// One `name = uri` line of a `dict { }` block. The URI is kept as text so that a dict
-/// with a driver we don't serve (`file:`, `proxy:`) doesn't stop the others from loading.
+/// One dict to serve: the name clients send in their hello, and how it is configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DictEntry {
     pub name: String,
-    pub uri: String,
+    pub source: DictSource,
+    /// The `name = uri` line (2.3) or the `dict <name> {` line (2.4).
     pub origin: Origin,
 }
 
+/// Where a dict's configuration comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DictSource {
+    /// 2.3 (and our TOML): a dict URI, kept as text so that a dict with a driver we don't
+    /// serve (`file:`, `proxy:`) doesn't stop the others from loading.
+    Uri(String),
+    /// 2.4: everything was in dovecot.conf itself and is parsed already.
+    Parsed(DictSpec),
+}
+
+/// A dict's backend configuration, whichever syntax it was written in: what the backends
+/// are built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DictSpec {
+    /// A dict-sql dict: the driver, and the maps with the driver's connect string (for a
+    /// 2.4 dict both built from its settings; `path` is the dovecot.conf).
+    Sql {
+        driver: SqlDriver,
+        map_file: SqlMapFile,
+    },
+    Redis(RedisParams),
+}
+
 impl DictEntry {
-    /// [`DictUri::parse`], with errors pointing at this entry's line.
+    /// A 2.3-style entry.
+    pub fn from_uri(name: impl Into<String>, uri: impl Into<String>, origin: Origin) -> Self {
+        DictEntry {
+            name: name.into(),
+            source: DictSource::Uri(uri.into()),
+            origin,
+        }
+    }
+
+    /// The URI of a 2.3-style entry.
+    pub fn uri(&self) -> Option<&str> {
+        match &self.source {
+            DictSource::Uri(uri) => Some(uri),
+            DictSource::Parsed(_) => None,
+        }
+    }
+
+    /// [`DictUri::parse`], with errors pointing at this entry's line. A 2.4 entry has no
+    /// URI: its SQL dict gives an error, its Redis dict the parameters.
     pub fn parse_uri(&self) -> Result<DictUri, ConfigError> {
-        DictUri::parse(&self.name, &self.uri).map_err(|e| e.at(&self.origin))
+        match &self.source {
+            DictSource::Uri(uri) => DictUri::parse(&self.name, uri).map_err(|e| e.at(&self.origin)),
+            DictSource::Parsed(DictSpec::Redis(params)) => Ok(DictUri::Redis(params.clone())),
+            DictSource::Parsed(DictSpec::Sql { .. }) => Err(ConfigError::Dict {
+                origin: Some(self.origin.clone()),
+                name: self.name.clone(),
+                message: "a Dovecot 2.4 SQL dict has no URI".into(),
+            }),
+        }
+    }
+
+    /// The backend configuration: a 2.3 URI is parsed and its map file read now.
+    pub fn spec(&self) -> Result<DictSpec, ConfigError> {
+        match &self.source {
+            DictSource::Parsed(spec) => Ok(spec.clone()),
+            DictSource::Uri(_) => match self.parse_uri()? {
+                DictUri::Sql { driver, map_path } => Ok(DictSpec::Sql {
+                    driver,
+                    map_file: SqlMapFile::load(map_path)?,
+                }),
+                DictUri::Redis(params) => Ok(DictSpec::Redis(params)),
+            },
+        }
+    }
+
+    /// One line for logs: the URI, or the 2.4 driver. Never a password.
+    pub fn describe(&self) -> String {
+        match &self.source {
+            DictSource::Uri(uri) => uri.clone(),
+            DictSource::Parsed(DictSpec::Sql { driver, map_file }) => format!(
+                "driver = sql, sql_driver = {driver}, {} dict_map(s)",
+                map_file.maps.len()
+            ),
+            DictSource::Parsed(DictSpec::Redis(_)) => "driver = redis".to_string(),
+        }
     }
 }
 
@@ -90,16 +173,16 @@ impl DovecotConfig {
         let mut top: HashMap<&str, &str> = HashMap::new();
         let mut sync = Listeners::with_builtin("dict");
         let mut async_ = Listeners::with_builtin("dict-async");
+        config.config_version = nodes.iter().find_map(|n| match n {
+            Node::Setting { key, value, .. } if key == "dovecot_config_version" => {
+                Some(value.clone())
+            }
+            _ => None,
+        });
+        let v24 = config.config_version.is_some();
 
         for node in nodes {
             match node {
-                Node::Setting { key, origin, .. } if key == "dovecot_config_version" => {
-                    return Err(ConfigError::invalid(
-                        origin,
-                        "Dovecot 2.4 configuration is not supported yet \
-                         (dovecot_config_version is set)",
-                    ));
-                }
                 Node::Setting { key, value, .. } => {
                     if key == "base_dir" {
                         config.base_dir = (!value.is_empty()).then(|| PathBuf::from(value));
@@ -111,7 +194,7 @@ impl DovecotConfig {
                     name: None,
                     children,
                     ..
-                } if kind == "dict" => {
+                } if kind == "dict" && !v24 => {
                     config.add_dicts(children);
                 }
                 Node::Section {
@@ -128,6 +211,9 @@ impl DovecotConfig {
             }
         }
 
+        if v24 {
+            config.dicts = crate::dovecot24::dicts(nodes)?;
+        }
         let base_dir = config.base_dir_or_default().to_path_buf();
         config.dict_listeners = sync.resolve(&base_dir, &top);
         config.dict_async_listeners = async_.resolve(&base_dir, &top);
@@ -140,11 +226,7 @@ impl DovecotConfig {
                 tracing::warn!("{}: ignoring section inside dict {{ }}", child.origin());
                 continue;
             };
-            let entry = DictEntry {
-                name: key.clone(),
-                uri: value.clone(),
-                origin: origin.clone(),
-            };
+            let entry = DictEntry::from_uri(key.clone(), value.clone(), origin.clone());
             match self.dicts.iter_mut().find(|d| d.name == *key) {
                 Some(old) => {
                     tracing::info!(
@@ -286,7 +368,7 @@ mod tests {
         let names: Vec<_> = c
             .dicts
             .iter()
-            .map(|d| (d.name.as_str(), d.uri.as_str()))
+            .map(|d| (d.name.as_str(), d.uri().unwrap()))
             .collect();
         assert_eq!(
             names,
@@ -332,16 +414,19 @@ mod tests {
     }
 
     #[test]
-    fn invalid_mode_and_2_4_config_are_errors() {
+    fn invalid_mode_is_an_error() {
         assert_eq!(
             load("service dict {\n  unix_listener dict {\n    mode = 0999\n  }\n}\n").unwrap_err(),
             "/etc/dovecot/dovecot.conf:3: Invalid mode: 0999 (expected an octal number like 0660)"
         );
-        assert_eq!(
-            load("# 2.4\ndovecot_config_version = 2.4.0\n").unwrap_err(),
-            "/etc/dovecot/dovecot.conf:2: Dovecot 2.4 configuration is not supported yet \
-             (dovecot_config_version is set)"
-        );
+    }
+
+    #[test]
+    fn a_2_4_file_ignores_2_3_dict_blocks() {
+        let c =
+            load("# 2.4\ndovecot_config_version = 2.4.0\ndict {\n  a = sqlite:/x\n}\n").unwrap();
+        assert_eq!(c.config_version.as_deref(), Some("2.4.0"));
+        assert!(c.dicts.is_empty());
     }
 
     #[test]

@@ -1,27 +1,34 @@
 //! Configuration for dict-rs, a replacement for Dovecot's `dict` server process.
 //!
 //! Dovecot's own files are read unchanged (a 2.3 `dovecot.conf` and its dict-sql map
-//! files), plus our TOML file. Everything ends up in plain structs; nothing here opens a
-//! socket or a database. Every error message starts with `file:line`.
+//! files, or a 2.4 `dovecot.conf`), plus our TOML file. Everything ends up in plain
+//! structs; nothing here opens a socket or a database. Every error message starts with
+//! `file:line`.
 //!
 //! * [`settings`]: the Dovecot settings syntax, as a tree of [`Node`]s.
 //! * [`dovecot`]: the dicts, `base_dir` and dict listeners of a dovecot.conf.
+//! * [`dovecot24`]: the `dict_server { }` dicts of a Dovecot 2.4 dovecot.conf.
 //! * [`uri`]: dict URIs (`sqlite:…`, `redis:…`).
 //! * [`sql_map`]: dict-sql map files.
 //! * [`toml`](mod@toml): dict-rs's own configuration file.
 
 pub mod dovecot;
+pub mod dovecot24;
 mod error;
 pub mod settings;
 pub mod sql_map;
 pub mod toml;
 pub mod uri;
 
-pub use self::dovecot::{DictEntry, DovecotConfig, UnixListenerConf, DEFAULT_BASE_DIR};
+pub use self::dovecot::{
+    DictEntry, DictSource, DictSpec, DovecotConfig, UnixListenerConf, DEFAULT_BASE_DIR,
+};
 pub use self::error::{ConfigError, Origin};
 pub use self::settings::Node;
 pub use self::sql_map::{
     normalize_pattern, pattern_variables, KeyField, SqlMap, SqlMapFile, ValueType,
 };
-pub use self::toml::{ListenerSettings, LogFormat, LogSettings, ServerSettings, ServerToml};
+pub use self::toml::{
+    ListenerSettings, LogFormat, LogSettings, MetricsSettings, ServerSettings, ServerToml,
+};
 pub use self::uri::{DictUri, RedisParams, SqlDriver};

@@ -38,6 +38,9 @@ pub struct SqlMap {
     pub value_types: Vec<ValueType>,
     /// One per pattern variable, in the order the variables appear in the pattern.
     pub fields: Vec<KeyField>,
+    /// Dovecot 2.4's `expire_field`: the column holding the Unix time a row expires at
+    /// (NULL: never). Always `None` in a 2.3 map file.
+    pub expire_field: Option<String>,
     pub origin: Origin,
 }
 
@@ -61,15 +64,39 @@ pub enum ValueType {
     Uint,
     /// Hex text in the dict, binary in the database.
     Hexblob,
+    /// Dovecot 2.4: a floating point number.
+    Double,
+    /// Dovecot 2.4: a UUID, `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in the dict.
+    Uuid,
 }
 
 impl ValueType {
-    fn parse(s: &str) -> Option<ValueType> {
+    /// The name used in configuration files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueType::String => "string",
+            ValueType::Int => "int",
+            ValueType::Uint => "uint",
+            ValueType::Hexblob => "hexblob",
+            ValueType::Double => "double",
+            ValueType::Uuid => "uuid",
+        }
+    }
+
+    /// A type Dovecot 2.3 knows (`double` and `uuid` came with 2.4).
+    pub fn in_dovecot_2_3(self) -> bool {
+        !matches!(self, ValueType::Double | ValueType::Uuid)
+    }
+
+    /// Parses a type name; 2.3 map files only accept the 2.3 types.
+    pub(crate) fn parse(s: &str, dovecot_2_4: bool) -> Option<ValueType> {
         Some(match s {
             "string" => ValueType::String,
             "int" => ValueType::Int,
             "uint" => ValueType::Uint,
             "hexblob" => ValueType::Hexblob,
+            "double" if dovecot_2_4 => ValueType::Double,
+            "uuid" if dovecot_2_4 => ValueType::Uuid,
             _ => return None,
         })
     }
@@ -244,7 +271,7 @@ fn parse_map(children: &[Node], origin: &Origin) -> Result<SqlMap, ConfigError> 
             let parsed = types
                 .split(',')
                 .map(|t| {
-                    ValueType::parse(t).ok_or_else(|| {
+                    ValueType::parse(t, false).ok_or_else(|| {
                         ConfigError::invalid(
                             &types_origin,
                             format!("Invalid value in value_type: '{t}'"),
@@ -278,24 +305,6 @@ fn parse_map(children: &[Node], origin: &Origin) -> Result<SqlMap, ConfigError> 
         (None, None) => vec![ValueType::String; value_fields.len()],
     };
 
-    let (normalized_pattern, vars) = scan_pattern(&pattern);
-    let mut var_names: Vec<&str> = Vec::new();
-    for var in &vars {
-        let problem = if var.unclosed {
-            Some(format!("Missing '}}' after '${{{}' in pattern", var.name))
-        } else if var.name.is_empty() {
-            Some("'$' without a variable name in pattern".to_string())
-        } else if var_names.contains(&var.name.as_str()) {
-            Some(format!("Variable used twice in pattern: {}", var.name))
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            return Err(ConfigError::invalid(&pattern_origin, problem));
-        }
-        var_names.push(&var.name);
-    }
-
     let mut candidates = Vec::new();
     for (column, value, line) in field_lines {
         let (variable, value_type) =
@@ -307,33 +316,10 @@ fn parse_map(children: &[Node], origin: &Origin) -> Result<SqlMap, ConfigError> 
                 value_type,
             },
             line,
-            false,
         ));
     }
-    if !var_names.is_empty() && candidates.is_empty() {
-        return Err(ConfigError::invalid(
-            origin,
-            "Missing fields for pattern variables",
-        ));
-    }
-    let mut fields = Vec::new();
-    for name in var_names {
-        let Some((field, _, used)) = candidates.iter_mut().find(|(f, _, _)| f.variable == name)
-        else {
-            return Err(ConfigError::invalid(
-                origin,
-                format!("Missing SQL field for variable: {name}"),
-            ));
-        };
-        *used = true;
-        fields.push(field.clone());
-    }
-    if let Some((field, line, _)) = candidates.iter().find(|(_, _, used)| !used) {
-        return Err(ConfigError::invalid(
-            line,
-            format!("Unused variable: {}", field.variable),
-        ));
-    }
+    let (normalized_pattern, fields) =
+        check_pattern_fields(&pattern, &pattern_origin, candidates, origin)?;
 
     let username_field = username_field.map(|(v, _)| v);
     if username_field.is_none() && pattern.starts_with("priv/") {
@@ -349,8 +335,64 @@ fn parse_map(children: &[Node], origin: &Origin) -> Result<SqlMap, ConfigError> 
         value_fields,
         value_types,
         fields,
+        expire_field: None,
         origin: origin.clone(),
     })
+}
+
+/// The checks of a map's pattern and key fields shared by both syntaxes: every variable
+/// named once, each with exactly one field. Returns the normalised pattern and the fields
+/// in pattern order. `candidates` are the configured fields with the line of each.
+pub(crate) fn check_pattern_fields(
+    pattern: &str,
+    pattern_origin: &Origin,
+    candidates: Vec<(KeyField, Origin)>,
+    map_origin: &Origin,
+) -> Result<(String, Vec<KeyField>), ConfigError> {
+    let (normalized_pattern, vars) = scan_pattern(pattern);
+    let mut var_names: Vec<&str> = Vec::new();
+    for var in &vars {
+        let problem = if var.unclosed {
+            Some(format!("Missing '}}' after '${{{}' in pattern", var.name))
+        } else if var.name.is_empty() {
+            Some("'$' without a variable name in pattern".to_string())
+        } else if var_names.contains(&var.name.as_str()) {
+            Some(format!("Variable used twice in pattern: {}", var.name))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(ConfigError::invalid(pattern_origin, problem));
+        }
+        var_names.push(&var.name);
+    }
+    if !var_names.is_empty() && candidates.is_empty() {
+        return Err(ConfigError::invalid(
+            map_origin,
+            "Missing fields for pattern variables",
+        ));
+    }
+    let mut candidates: Vec<(KeyField, Origin, bool)> =
+        candidates.into_iter().map(|(f, o)| (f, o, false)).collect();
+    let mut fields = Vec::new();
+    for name in var_names {
+        let Some((field, _, used)) = candidates.iter_mut().find(|(f, _, _)| f.variable == name)
+        else {
+            return Err(ConfigError::invalid(
+                map_origin,
+                format!("Missing SQL field for variable: {name}"),
+            ));
+        };
+        *used = true;
+        fields.push(field.clone());
+    }
+    if let Some((field, line, _)) = candidates.iter().find(|(_, _, used)| !used) {
+        return Err(ConfigError::invalid(
+            line,
+            format!("Unused variable: {}", field.variable),
+        ));
+    }
+    Ok((normalized_pattern, fields))
 }
 
 fn unknown_section(origin: &Origin, kind: &str) -> ConfigError {

@@ -20,9 +20,13 @@
 //! [log]
 //! level = "info"
 //! format = "json"
+//!
+//! [metrics]
+//! listen = "127.0.0.1:9137"
 //! ```
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -47,6 +51,8 @@ pub struct ServerToml {
     pub server: ServerSettings,
     /// `[log]`
     pub log: LogSettings,
+    /// `[metrics]`
+    pub metrics: MetricsSettings,
     /// `data_dir`: where dict-rs keeps its own state. Default `/var/lib/dict-rs`.
     pub data_dir: PathBuf,
 }
@@ -95,6 +101,9 @@ pub struct ServerSettings {
     pub request_timeout_ms: u64,
     /// How long a shutdown waits for running requests. Default 10000.
     pub shutdown_timeout_ms: u64,
+    /// A lookup, iteration or commit taking longer is logged as a warning, like Dovecot's
+    /// `warn_slow_msecs`. 0 turns the warning off. Default 5000.
+    pub warn_slow_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -103,6 +112,7 @@ impl Default for ServerSettings {
             max_pending_per_connection: 1000,
             request_timeout_ms: 5000,
             shutdown_timeout_ms: 10_000,
+            warn_slow_ms: 5000,
         }
     }
 }
@@ -114,6 +124,11 @@ impl ServerSettings {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// The slow-operation threshold; `None` when the warning is off.
+    pub fn warn_slow(&self) -> Option<Duration> {
+        (self.warn_slow_ms > 0).then(|| Duration::from_millis(self.warn_slow_ms))
     }
 }
 
@@ -134,6 +149,14 @@ impl Default for LogSettings {
             format: LogFormat::Text,
         }
     }
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// `listen = "127.0.0.1:9137"`: serve `/metrics` over HTTP there. Unset (default): off.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -157,6 +180,8 @@ struct RawServerToml {
     server: ServerSettings,
     #[serde(default)]
     log: LogSettings,
+    #[serde(default)]
+    metrics: MetricsSettings,
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
 }
@@ -212,14 +237,7 @@ impl ServerToml {
             .map(|(name, uri)| {
                 let start = uri.span().start;
                 let origin = Origin::new(path, line_of(start));
-                (
-                    start,
-                    DictEntry {
-                        name,
-                        uri: uri.into_inner(),
-                        origin,
-                    },
-                )
+                (start, DictEntry::from_uri(name, uri.into_inner(), origin))
             })
             .collect();
         dicts.sort_by_key(|(start, _)| *start);
@@ -234,6 +252,7 @@ impl ServerToml {
             dicts,
             server: raw.server,
             log: raw.log,
+            metrics: raw.metrics,
             data_dir: raw.data_dir,
         })
     }
@@ -300,6 +319,8 @@ mod tests {
         );
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/dict-rs"));
         assert!(c.dicts.is_empty() && c.dovecot_config.is_none());
+        assert_eq!(c.server.warn_slow(), Some(Duration::from_secs(5)));
+        assert_eq!(c.metrics.listen, None);
     }
 
     #[test]
@@ -310,7 +331,8 @@ mod tests {
              group = \"dovecot\"\nbacklog = 64\nmax_connections = 5\n\
              [dicts]\nzz = \"redis:db=2\"\nquota = \"sqlite:/etc/q.conf\"\n\
              [server]\nmax_pending_per_connection = 10\nrequest_timeout_ms = 1\nshutdown_timeout_ms = 2\n\
-             [log]\nlevel = \"debug\"\nformat = \"json\"\n",
+             [log]\nlevel = \"debug\"\nformat = \"json\"\n\
+             [metrics]\nlisten = \"127.0.0.1:9137\"\n",
             "/etc/dict-rs.toml",
         )
         .unwrap();
@@ -326,6 +348,25 @@ mod tests {
         assert_eq!(c.server.max_pending_per_connection, 10);
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.data_dir, PathBuf::from("/srv/dict"));
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9137".parse().unwrap()));
+    }
+
+    #[test]
+    fn warn_slow_and_metrics() {
+        let c = ServerToml::from_str("[server]\nwarn_slow_ms = 0\n").unwrap();
+        assert_eq!(c.server.warn_slow(), None);
+        let c = ServerToml::from_str("[server]\nwarn_slow_ms = 250\n").unwrap();
+        assert_eq!(c.server.warn_slow(), Some(Duration::from_millis(250)));
+        let e = err("[metrics]\nlisten = \"127.0.0.1:9137\"\nport = 1\n");
+        assert!(
+            e.starts_with("/etc/dict-rs.toml:3: unknown field `port`"),
+            "{e}"
+        );
+        let e = err("[metrics]\nlisten = \"localhost\"\n");
+        assert!(
+            e.starts_with("/etc/dict-rs.toml:2: invalid socket address"),
+            "{e}"
+        );
     }
 
     #[test]

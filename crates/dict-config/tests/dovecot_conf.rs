@@ -19,7 +19,7 @@ fn debian_layout_dicts_come_from_all_included_files() {
     let dicts: Vec<_> = c
         .dicts
         .iter()
-        .map(|d| (d.name.as_str(), d.uri.as_str(), d.origin.clone()))
+        .map(|d| (d.name.as_str(), d.uri().unwrap(), d.origin.clone()))
         .collect();
     assert_eq!(
         dicts,
@@ -43,7 +43,7 @@ fn debian_layout_dicts_come_from_all_included_files() {
     );
     // `quota = dict:…` inside plugin { } is not a dict definition.
     assert_eq!(
-        c.dict("quota").unwrap().uri,
+        c.dict("quota").unwrap().uri().unwrap(),
         "sqlite:/etc/dovecot/dovecot-dict-sql.conf.ext"
     );
 }
@@ -182,18 +182,55 @@ fn errors_point_into_the_included_file() {
 }
 
 #[test]
-fn a_2_4_config_is_refused_clearly() {
+fn a_2_4_config_with_includes() {
     let s = Scratch::new();
-    let main = s.write("dovecot.conf", "!include head.conf\ndict_server {\n}\n");
+    let main = s.write(
+        "dovecot.conf",
+        "!include head.conf\nbase_dir = /srv/d24/run\n\
+         service dict {\n  unix_listener /srv/d24/dict.sock {\n    mode = 0666\n  }\n}\n\
+         dict_server {\n  !include dicts.d/*.conf\n}\n",
+    );
     s.write(
         "head.conf",
         "# Dovecot 2.4 needs this first\n\ndovecot_config_version = 2.4.1\n",
     );
+    s.write(
+        "dicts.d/quota.conf",
+        "dict quota {\n  driver = sql\n  sql_driver = sqlite\n  sqlite_path = /srv/d24/q.db\n\
+         dict_map priv/quota/storage {\n    sql_table = quota\n    username_field = username\n\
+         value_field bytes {\n      type = uint\n    }\n  }\n}\n",
+    );
+    let c = DovecotConfig::load(&main).unwrap();
+    assert_eq!(c.config_version.as_deref(), Some("2.4.1"));
+    assert_eq!(c.dicts.len(), 1);
+    assert_eq!(
+        c.dicts[0].origin,
+        Origin::new(s.path("dicts.d/quota.conf"), 1)
+    );
+    let paths: Vec<_> = c.dict_listeners.iter().map(|l| l.path.clone()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            std::path::PathBuf::from("/srv/d24/run/dict"),
+            std::path::PathBuf::from("/srv/d24/dict.sock")
+        ]
+    );
+    assert_eq!(c.dict_listeners[1].mode, Some(0o666));
+
+    // errors point into the included file
+    s.write(
+        "dicts.d/quota.conf",
+        "dict quota {\n  driver = sql\n  sql_driver = sqlite\n  sqlite_path = /x\n\
+         dict_map priv/quota/storage {\n    sql_tabel = quota\n  }\n}\n",
+    );
     let e = DovecotConfig::load(&main).unwrap_err();
-    assert_eq!(e.origin(), Some(&Origin::new(s.path("head.conf"), 3)));
+    assert_eq!(
+        e.origin(),
+        Some(&Origin::new(s.path("dicts.d/quota.conf"), 6))
+    );
     assert!(
         e.to_string()
-            .contains("Dovecot 2.4 configuration is not supported yet"),
+            .contains("Unknown setting in dict_map: sql_tabel"),
         "{e}"
     );
 }

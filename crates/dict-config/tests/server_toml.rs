@@ -25,7 +25,15 @@ fn dovecot_config_is_relative_to_the_toml_file_and_merged() {
         .all_dicts()
         .unwrap()
         .into_iter()
-        .map(|d| (d.name, d.uri, d.origin.file, d.origin.line))
+        .map(|d| {
+            (
+                d.uri().unwrap().to_string(),
+                d.name,
+                d.origin.file,
+                d.origin.line,
+            )
+        })
+        .map(|(uri, name, file, line)| (name, uri, file, line))
         .collect();
     assert_eq!(
         all,

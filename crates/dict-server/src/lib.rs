@@ -3,15 +3,22 @@
 //!
 //! The binary is a thin layer over this library, so tests run the same server in-process.
 
+pub mod check;
 pub mod command;
 pub mod connection;
+pub mod convert;
+pub mod daemon;
 pub mod listener;
+pub mod metrics;
+pub mod observe;
 pub mod registry;
+pub mod reload;
 pub mod reply_queue;
 pub mod server;
 pub mod setup;
+pub mod systemd;
 pub mod transactions;
 
 pub use connection::ConnectionSettings;
 pub use registry::Registry;
-pub use server::{run, ServerSettings};
+pub use server::{run, run_shared, ServerSettings};

@@ -1,16 +1,13 @@
 //! `dict-server`: serve Dovecot's dict proxy protocol from the dicts of Dovecot's own
 //! configuration files.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use dict_server::setup::{self, Plan};
-use dict_server::{listener, ConnectionSettings, ServerSettings};
-use tokio::signal::unix::{signal, SignalKind};
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::error;
 
 /// A drop-in replacement for Dovecot's dict server process.
 ///
@@ -20,8 +17,9 @@ use tracing::{error, info};
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
-    /// A Dovecot 2.3 dovecot.conf (with its !includes): the dicts of its `dict { name = uri }`
-    /// block, its base_dir and its `service dict { unix_listener … }` socket(s).
+    /// A Dovecot dovecot.conf (with its !includes): the dicts of its 2.3 `dict { name = uri }`
+    /// block or 2.4 `dict_server { dict <name> { … } }`, its base_dir and its
+    /// `service dict { unix_listener … }` socket(s).
     #[arg(long, value_name = "FILE", global = true)]
     dovecot_config: Option<PathBuf>,
     /// Our own TOML file: listener, [dicts], timeouts, logging (see the README).
@@ -33,6 +31,9 @@ struct Cli {
     /// Data directory of the embedded default (only used without any dict configured).
     #[arg(long, value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (overrides `[metrics] listen`).
+    #[arg(long, value_name = "ADDR", global = true)]
+    metrics_listen: Option<SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -42,13 +43,27 @@ enum Command {
     /// Parse the configuration and every map file, connect to each backend and check its
     /// tables; print the effective configuration. Exit status 1 on any problem.
     Check,
+    /// Print the dict server part of --dovecot-config in the other Dovecot version's
+    /// syntax: 2.3 (`dict { }` and map files) → 2.4 (`dict_server { }`), or 2.4 → 2.3
+    /// (map files printed after `# ==> <path> <==` lines, or written with --out-dir).
+    Convert {
+        /// The version to write: 2.3 or 2.4 (default: the one the input is not).
+        #[arg(long, value_name = "VERSION")]
+        to: Option<dict_server::convert::Target>,
+        /// Write the files into this directory instead of printing them.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 fn init_logging(plan: &Plan) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&plan.log.level));
+    // No colour codes in journald or a log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match plan.log.format {
         dict_config::LogFormat::Json => builder.json().init(),
@@ -59,12 +74,34 @@ fn init_logging(plan: &Plan) {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let plan = match setup::plan(
-        cli.dovecot_config.as_deref(),
-        cli.config.as_deref(),
-        cli.listen.as_deref(),
-        cli.data_dir.as_deref(),
-    ) {
+    if let Some(Command::Convert { to, out_dir }) = &cli.command {
+        let Some(input) = &cli.dovecot_config else {
+            eprintln!("dict-server: convert needs --dovecot-config FILE");
+            return std::process::ExitCode::from(2);
+        };
+        let mut out = std::io::stdout();
+        return match dict_server::convert::run(input, *to, out_dir.as_deref(), &mut out) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dict-server: convert: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    // Read at start, and again on every SIGHUP.
+    let load = || -> Result<Plan> {
+        let mut plan = setup::plan(
+            cli.dovecot_config.as_deref(),
+            cli.config.as_deref(),
+            cli.listen.as_deref(),
+            cli.data_dir.as_deref(),
+        )?;
+        if let Some(addr) = cli.metrics_listen {
+            plan.metrics.listen = Some(addr);
+        }
+        Ok(plan)
+    };
+    let plan = match load() {
         Ok(plan) => plan,
         Err(e) => {
             eprintln!("dict-server: {e:#}");
@@ -73,8 +110,11 @@ async fn main() -> std::process::ExitCode {
     };
     init_logging(&plan);
     let result = match cli.command {
-        Some(Command::Check) => check(&plan).await,
-        None => serve(plan).await,
+        Some(Command::Check) => {
+            dict_server::check::run(&plan, &mut std::io::stdout(), &mut std::io::stderr()).await
+        }
+        Some(Command::Convert { .. }) => unreachable!("handled before loading"),
+        None => dict_server::daemon::serve(plan, load).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -84,71 +124,4 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-async fn check(plan: &Plan) -> Result<()> {
-    for l in &plan.listeners {
-        println!(
-            "listener {} mode {:o} user {} group {}",
-            l.path.display(),
-            l.mode,
-            l.user.as_deref().unwrap_or("-"),
-            l.group.as_deref().unwrap_or("-")
-        );
-    }
-    let registry = setup::open_dicts(plan).await?;
-    let mut failed = 0;
-    for entry in &plan.dicts {
-        let handle = registry
-            .get(entry.name.as_bytes())
-            .context("dict vanished")?;
-        match handle.dict.check().await {
-            Ok(()) => println!("dict {} = {}: ok", entry.name, entry.uri),
-            Err(e) => {
-                failed += 1;
-                println!("dict {} = {}: {e}", entry.name, entry.uri);
-            }
-        }
-    }
-    anyhow::ensure!(failed == 0, "{failed} dict(s) failed the check");
-    Ok(())
-}
-
-async fn serve(plan: Plan) -> Result<()> {
-    let registry = Arc::new(setup::open_dicts(&plan).await?);
-    let settings = ServerSettings {
-        max_connections: plan.max_connections,
-        connection: ConnectionSettings {
-            max_pending: plan.server.max_pending_per_connection,
-            request_timeout: plan.server.request_timeout(),
-            ..ConnectionSettings::default()
-        },
-        shutdown_timeout: plan.server.shutdown_timeout(),
-    };
-    let mut sockets = Vec::new();
-    for l in &plan.listeners {
-        sockets.push(
-            listener::bind(l).with_context(|| format!("cannot listen on {}", l.path.display()))?,
-        );
-        info!(path = %l.path.display(), dicts = ?registry.names(), "listening");
-    }
-    let shutdown = CancellationToken::new();
-    let mut servers = tokio::task::JoinSet::new();
-    for socket in sockets {
-        let (registry, settings, shutdown) = (registry.clone(), settings.clone(), shutdown.clone());
-        servers.spawn(async move {
-            dict_server::run(&socket.listener, registry, settings, shutdown).await;
-            drop(socket);
-        });
-    }
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: shutting down"),
-        _ = int.recv() => info!("SIGINT: shutting down"),
-    }
-    shutdown.cancel();
-    while servers.join_next().await.is_some() {}
-    info!("stopped");
-    Ok(())
 }

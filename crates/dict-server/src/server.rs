@@ -12,6 +12,7 @@ use tracing::{error, info};
 
 use crate::connection::{self, ConnectionSettings};
 use crate::registry::Registry;
+use crate::reload::{self, SharedRegistry};
 
 /// Server-wide settings.
 #[derive(Debug, Clone)]
@@ -41,6 +42,17 @@ pub async fn run(
     settings: ServerSettings,
     shutdown: CancellationToken,
 ) {
+    run_shared(listener, reload::shared(registry), settings, shutdown).await;
+}
+
+/// [`run`] with a registry that a reload may swap: each connection keeps the one that was
+/// current when it was accepted.
+pub async fn run_shared(
+    listener: &UnixListener,
+    registry: SharedRegistry,
+    settings: ServerSettings,
+    shutdown: CancellationToken,
+) {
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let tasks = TaskTracker::new();
     let mut backoff = Duration::from_millis(1);
@@ -63,11 +75,12 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
         };
         backoff = Duration::from_millis(1);
-        let registry = registry.clone();
+        let registry = registry.load_full();
         let conn_settings = settings.connection.clone();
         let conn_tasks = tasks.clone();
         let conn_shutdown = shutdown.clone();
         tasks.spawn(async move {
+            let _open = crate::metrics::OpenConnection::new();
             connection::serve(stream, registry, conn_settings, conn_tasks, conn_shutdown).await;
             drop(permit);
         });

@@ -19,6 +19,17 @@
 //! * EXACT_KEY returns only rows whose key is the path: a path naming a prefix returns
 //!   nothing (Dovecot returned its children).
 //! * Unset-then-set of a key in one transaction keeps the set's value (see [`commit`]).
+//!
+//! Dovecot 2.4 additions (maps from a 2.4 `dict_map`; protocol-spec/README.md "SQL dict
+//! notes" has the details):
+//! * `expire_field`: reads skip rows whose time is `<=` now (filtered in SQL, so `max_rows`
+//!   counts only live rows); sets write now + the `B` command's expire_secs, or NULL (never
+//!   expires) without one; [`SqlDict::expire_scan`] deletes expired rows every 30 s, with now
+//!   in seconds (Dovecot 2.4.0–2.4.4's dict-expire binds microseconds and so deletes every
+//!   row that has an expiry at all).
+//! * Value types `double` (bound as a float) and `uuid` (checked, stored as lowercase dashed
+//!   text; PostgreSQL casts it to a `uuid` column). Dovecot pastes UUIDs unquoted into the
+//!   SQL of its SQLite/MySQL/PostgreSQL drivers, which fails.
 
 mod commit;
 mod connect;

@@ -759,6 +759,86 @@ map {
     }
 
     #[test]
+    fn expire_field_statements() {
+        let conf = "dovecot_config_version = 2.4.1\ndict_server {\n dict d {\n  driver = sql\n  sql_driver = sqlite\n  sqlite_path = /x\n\
+            dict_map shared/e/$n {\n   sql_table = e\n   expire_field = exp\n   value_field v {\n   }\n   key_field n {\n    value = $n\n   }\n  }\n\
+            dict_map shared/one {\n   sql_table = one\n   expire_field = exp\n   value_field v {\n   }\n  }\n }\n}\n";
+        let c = dict_config::DovecotConfig::parse_str(conf, "/d.conf").unwrap();
+        let Ok(dict_config::DictSpec::Sql { map_file, .. }) = c.dicts[0].spec() else {
+            panic!()
+        };
+        let q = Queries::new(
+            Dialect::Sqlite,
+            Arc::from(map_file.maps),
+            Catalog::default(),
+        );
+        assert_eq!(
+            q.sql(&Shape::Lookup {
+                map: 0,
+                private: false
+            })
+            .as_ref(),
+            "SELECT v FROM e WHERE n = ? AND (exp IS NULL OR exp > ?)"
+        );
+        assert_eq!(
+            q.sql(&Shape::Lookup {
+                map: 1,
+                private: false
+            })
+            .as_ref(),
+            "SELECT v FROM one WHERE (exp IS NULL OR exp > ?) LIMIT 1"
+        );
+        assert_eq!(
+            q.sql(&Shape::Upsert { maps: vec![0], private: false }).as_ref(),
+            "INSERT INTO e (v,exp,n) VALUES (?,?,?) ON CONFLICT (n) DO UPDATE SET v=excluded.v,exp=excluded.exp"
+        );
+        assert_eq!(
+            q.sql(&Shape::UpdateAll { maps: vec![1] }).as_ref(),
+            "UPDATE one SET v=?,exp=?"
+        );
+        let it = Shape::Iterate {
+            map: 0,
+            private: false,
+            bound: 0,
+            mode: IterMode::OneLevel,
+            sort: Sort::None,
+            no_value: false,
+            limit: Limit::Bound,
+        };
+        assert_eq!(
+            q.sql(&it).as_ref(),
+            "SELECT v,n FROM e WHERE n LIKE '%' AND n NOT LIKE '%/%' AND (exp IS NULL OR exp > ?) LIMIT ?"
+        );
+        let mysql = Queries::new(Dialect::Mysql, q.maps.clone(), Catalog::default());
+        assert_eq!(
+            mysql
+                .sql(&Shape::Upsert {
+                    maps: vec![0],
+                    private: false
+                })
+                .as_ref(),
+            "INSERT INTO e (v,exp,n) VALUES (?,?,?) ON DUPLICATE KEY UPDATE v=?,exp=?"
+        );
+    }
+
+    #[test]
+    fn uuids() {
+        assert_eq!(
+            canonical_uuid(b"0123456789ABCDEF0123456789abcdef").as_deref(),
+            Some("01234567-89ab-cdef-0123-456789abcdef")
+        );
+        assert_eq!(
+            canonical_uuid(b"01234567-89ab-cdef-0123-456789abcdef").as_deref(),
+            Some("01234567-89ab-cdef-0123-456789abcdef")
+        );
+        assert_eq!(
+            canonical_uuid(b"01234567-89ab-cdef-0123456789abcdef0"),
+            None
+        );
+        assert_eq!(canonical_uuid(b"0123456789ABCDEF0123456789abcdeg"), None);
+    }
+
+    #[test]
     fn maps_are_found_in_order() {
         let file = SqlMapFile::parse_str(MAPS, "/etc/x.conf").unwrap();
         assert_eq!(

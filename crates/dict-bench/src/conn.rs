@@ -1,0 +1,517 @@
+//! Connection workers. A persistent worker keeps up to `depth` operations in flight on one
+//! connection and matches replies through the `*<n>` / `+<n>` async ids (§4.3); a
+//! reconnect worker does what doveadm and quota_clone do: connect, hello and one
+//! operation in one write, wait for the reply, close. Every wait is bounded.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use dict_protocol::codec::LineDecoder;
+use dict_protocol::Frame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::Barrier;
+use tokio::time::{timeout_at, Instant};
+use tokio_util::codec::Decoder;
+
+use crate::stats::{Outcome, Stats};
+use crate::workload::{OpKind, OpSpec, Reply, Rng, Workload};
+
+/// Longest server line accepted (iteration rows of big values).
+const MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// What all workers of a run share.
+#[derive(Debug)]
+pub struct Run {
+    pub socket: PathBuf,
+    /// The hello line, LF included.
+    pub hello: Vec<u8>,
+    pub spec: OpSpec,
+    /// Operations in flight per persistent connection.
+    pub depth: usize,
+    /// Longest wait for any one reply, write or connect.
+    pub timeout: Duration,
+    /// Origin of the deadlines below.
+    pub base: Instant,
+    /// No operation starts after `base` + this (set when the clock starts).
+    pub deadline_ns: AtomicU64,
+    /// No wait goes past `base` + this, whatever is pending.
+    pub hard_deadline_ns: AtomicU64,
+    /// At most this many operations in total.
+    pub count: Option<u64>,
+    pub issued: AtomicU64,
+    pub seed: u64,
+}
+
+/// Why a connection was given up.
+enum Broken {
+    Timeout(&'static str),
+    Closed,
+    Io(std::io::Error),
+    Protocol(String),
+}
+
+impl Run {
+    /// No operation starts after this.
+    pub fn deadline(&self) -> Instant {
+        self.base + Duration::from_nanos(self.deadline_ns.load(Ordering::Relaxed))
+    }
+
+    /// No wait goes past this.
+    pub fn hard_deadline(&self) -> Instant {
+        self.base + Duration::from_nanos(self.hard_deadline_ns.load(Ordering::Relaxed))
+    }
+
+    /// Starts the clock: operations may start until `deadline`; replies still in flight
+    /// then get one more timeout.
+    pub fn set_deadline(&self, deadline: Instant) {
+        let ns =
+            |t: Instant| u64::try_from(t.duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        let hard = deadline + self.timeout + Duration::from_secs(1);
+        self.hard_deadline_ns.store(ns(hard), Ordering::Relaxed);
+        self.deadline_ns.store(ns(deadline), Ordering::Relaxed);
+    }
+
+    /// Takes the right to start one more operation.
+    fn claim(&self) -> bool {
+        if Instant::now() >= self.deadline() {
+            return false;
+        }
+        match self.count {
+            Some(limit) => self.issued.fetch_add(1, Ordering::Relaxed) < limit,
+            None => {
+                self.issued.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+        }
+    }
+
+    fn active(&self) -> bool {
+        Instant::now() < self.deadline()
+            && self
+                .count
+                .is_none_or(|c| self.issued.load(Ordering::Relaxed) < c)
+    }
+
+    /// The end of a wait that starts now.
+    fn wait_until(&self) -> Instant {
+        (Instant::now() + self.timeout).min(self.hard_deadline())
+    }
+
+    async fn connect(&self) -> Result<UnixStream, Broken> {
+        match timeout_at(self.wait_until(), connect_unix(&self.socket)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(Broken::Io(e)),
+            Err(_) => Err(Broken::Timeout("connect")),
+        }
+    }
+
+    async fn write(&self, stream: &mut UnixStream, buf: &[u8]) -> Result<(), Broken> {
+        match timeout_at(self.wait_until(), stream.write_all(buf)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Broken::Io(e)),
+            Err(_) => Err(Broken::Timeout("write")),
+        }
+    }
+
+    /// Reads more input; EOF is [`Broken::Closed`].
+    async fn read(&self, stream: &mut UnixStream, buf: &mut BytesMut) -> Result<(), Broken> {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        match timeout_at(self.wait_until(), stream.read_buf(buf)).await {
+            Ok(Ok(0)) => Err(Broken::Closed),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Broken::Io(e)),
+            Err(_) => Err(Broken::Timeout("reply")),
+        }
+    }
+}
+
+/// connect(), retried while the listen backlog is full: a non-blocking connect to a UNIX
+/// socket fails with EAGAIN then, where a TCP client would wait. The caller bounds it.
+pub async fn connect_unix(path: &Path) -> std::io::Result<UnixStream> {
+    loop {
+        match UnixStream::connect(path).await {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Counts a broken connection; `lost` operations never got their reply.
+fn count_broken(stats: &mut Stats, why: Broken, lost: u64, connecting: bool) {
+    stats.lost += lost;
+    match why {
+        Broken::Timeout(what) => {
+            stats.timeouts += 1;
+            stats.sample(|| format!("timeout waiting for {what} ({lost} in flight)"));
+        }
+        Broken::Io(e) if connecting => {
+            stats.connect_errors += 1;
+            stats.sample(|| format!("connect: {e}"));
+        }
+        Broken::Closed | Broken::Io(_) => {
+            stats.disconnects += 1;
+            stats.sample(|| match why {
+                Broken::Io(e) => format!("connection error with {lost} in flight: {e}"),
+                _ => format!("server closed the connection with {lost} in flight"),
+            });
+        }
+        Broken::Protocol(text) => {
+            stats.protocol_errors += 1;
+            stats.sample(|| text);
+        }
+    }
+}
+
+/// An operation waiting for its reply.
+struct Pending {
+    kind: OpKind,
+    sent: Instant,
+}
+
+/// One persistent connection's state: ops waiting for their `*<n>`, and ops with an id.
+struct Pipeline {
+    unassigned: VecDeque<Pending>,
+    assigned: Vec<(u32, Pending)>,
+}
+
+impl Pipeline {
+    fn in_flight(&self) -> usize {
+        self.unassigned.len() + self.assigned.len()
+    }
+
+    /// Handles one server line; true when an operation finished.
+    fn line(&mut self, line: &[u8], stats: &mut Stats) -> Result<bool, Broken> {
+        let frame = Frame::parse(line).map_err(|e| Broken::Protocol(format!("{e}")))?;
+        match frame {
+            Frame::AsyncId(n) => {
+                let op = self.unassigned.pop_front().ok_or_else(|| {
+                    Broken::Protocol(format!("async id {n} with no command waiting"))
+                })?;
+                self.assigned.push((n, op));
+                Ok(false)
+            }
+            Frame::Reply {
+                async_id: Some(n),
+                body,
+            } => {
+                let i = self
+                    .assigned
+                    .iter()
+                    .position(|(id, _)| *id == n)
+                    .ok_or_else(|| Broken::Protocol(format!("reply +{n} matches no command")))?;
+                match self.assigned[i].1.kind.classify(body) {
+                    Reply::Row => {
+                        stats.rows += 1;
+                        Ok(false)
+                    }
+                    Reply::Final(outcome) => {
+                        let (_, op) = self.assigned.swap_remove(i);
+                        finish(stats, outcome, op.sent, body);
+                        Ok(true)
+                    }
+                    Reply::Invalid => Err(Broken::Protocol(format!(
+                        "unexpected reply {:?}",
+                        String::from_utf8_lossy(&line[..line.len().min(80)])
+                    ))),
+                }
+            }
+            Frame::Reply { async_id: None, .. } => Err(Broken::Protocol(format!(
+                "reply without async id: {:?}",
+                String::from_utf8_lossy(&line[..line.len().min(80)])
+            ))),
+        }
+    }
+}
+
+fn finish(stats: &mut Stats, outcome: Outcome, sent: Instant, body: &[u8]) {
+    stats.record(outcome, sent.elapsed());
+    if matches!(outcome, Outcome::Failed | Outcome::Uncertain) {
+        stats.sample(|| {
+            format!(
+                "reply {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(120)])
+            )
+        });
+    }
+}
+
+/// Runs operations over one long-lived connection (reconnecting when it breaks) until the
+/// run is over. Connects and says hello before `start`, so set-up is not measured.
+pub async fn persistent(run: Arc<Run>, worker: u64, start: Arc<Barrier>) -> Stats {
+    let mut stats = Stats::default();
+    let mut rng = Rng::new(run.seed.wrapping_mul(1_000_003).wrapping_add(worker));
+    let mut next_id: u32 = 0;
+    let mut conn = match hello_connection(&run).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            count_broken(&mut stats, e, 0, true);
+            None
+        }
+    };
+    start.wait().await;
+    loop {
+        let mut stream = match conn.take() {
+            Some(s) => s,
+            None => {
+                if !run.active() {
+                    break;
+                }
+                match hello_connection(&run).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        count_broken(&mut stats, e, 0, true);
+                        backoff(&run, 50).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        match drive(&run, &mut stream, &mut rng, &mut next_id, &mut stats).await {
+            Ok(()) => break,
+            Err((why, lost)) => {
+                count_broken(&mut stats, why, lost, false);
+                backoff(&run, 10).await;
+            }
+        }
+    }
+    stats
+}
+
+/// After a failure: do not spin on a server that is down or refuses us.
+async fn backoff(run: &Run, ms: u64) {
+    tokio::time::sleep_until((Instant::now() + Duration::from_millis(ms)).min(run.deadline()))
+        .await;
+}
+
+async fn hello_connection(run: &Run) -> Result<UnixStream, Broken> {
+    let mut stream = run.connect().await?;
+    run.write(&mut stream, &run.hello).await?;
+    Ok(stream)
+}
+
+/// Keeps the pipeline full until no more operations may start and all replies are in.
+async fn drive(
+    run: &Run,
+    stream: &mut UnixStream,
+    rng: &mut Rng,
+    next_id: &mut u32,
+    stats: &mut Stats,
+) -> Result<(), (Broken, u64)> {
+    let mut out = BytesMut::with_capacity(4096);
+    let mut input = BytesMut::with_capacity(16 * 1024);
+    let mut scratch = Vec::with_capacity(64);
+    let mut lines = LineDecoder::new(MAX_LINE);
+    let mut pipe = Pipeline {
+        unassigned: VecDeque::with_capacity(run.depth),
+        assigned: Vec::with_capacity(run.depth),
+    };
+    loop {
+        let mut new = 0;
+        while pipe.in_flight() + new < run.depth && run.claim() {
+            *next_id = next_id.checked_add(1).unwrap_or(1);
+            let kind = run.spec.encode(rng, *next_id, &mut scratch, &mut out);
+            pipe.unassigned.push_back(Pending {
+                kind,
+                sent: Instant::now(),
+            });
+            new += 1;
+        }
+        if !out.is_empty() {
+            // All operations of one write share its start time.
+            let now = Instant::now();
+            for p in pipe.unassigned.iter_mut().rev().take(new) {
+                p.sent = now;
+            }
+            let lost = pipe.in_flight() as u64;
+            run.write(stream, &out).await.map_err(|e| (e, lost))?;
+            out.clear();
+        }
+        if pipe.in_flight() == 0 {
+            return Ok(());
+        }
+        let lost = pipe.in_flight() as u64;
+        run.read(stream, &mut input).await.map_err(|e| (e, lost))?;
+        loop {
+            let line = match lines.decode(&mut input) {
+                Ok(Some(line)) => line,
+                Ok(None) => break,
+                Err(e) => {
+                    let lost = pipe.in_flight() as u64;
+                    return Err((Broken::Protocol(format!("{e}")), lost));
+                }
+            };
+            if let Err(e) = pipe.line(&line, stats) {
+                return Err((e, pipe.in_flight() as u64));
+            }
+        }
+    }
+}
+
+/// Runs operations each on a new connection (hello and operation in one write, then close),
+/// as Dovecot's short-lived clients do. Latency includes connect.
+pub async fn reconnect(run: Arc<Run>, worker: u64, start: Arc<Barrier>) -> Stats {
+    let mut stats = Stats::default();
+    let mut rng = Rng::new(run.seed.wrapping_mul(1_000_003).wrapping_add(worker));
+    let mut out = BytesMut::with_capacity(512);
+    let mut input = BytesMut::with_capacity(4096);
+    let mut scratch = Vec::with_capacity(64);
+    start.wait().await;
+    while run.claim() {
+        let sent = Instant::now();
+        let mut stream = match run.connect().await {
+            Ok(s) => s,
+            Err(e) => {
+                count_broken(&mut stats, e, 0, true);
+                backoff(&run, 10).await;
+                continue;
+            }
+        };
+        out.clear();
+        out.extend_from_slice(&run.hello);
+        let result = if run.spec.workload == Workload::Connections {
+            hello_only(&run, &mut stream, &out, &mut input).await
+        } else {
+            let kind = run.spec.encode(&mut rng, 1, &mut scratch, &mut out);
+            one_op(&run, &mut stream, &out, &mut input, kind, &mut stats).await
+        };
+        match result {
+            Ok(outcome) => finish(&mut stats, outcome, sent, &input),
+            Err(e) => count_broken(&mut stats, e, 1, false),
+        }
+        input.clear();
+    }
+    stats
+}
+
+/// The `connections` workload: the server must close after our EOF and send nothing.
+async fn hello_only(
+    run: &Run,
+    stream: &mut UnixStream,
+    out: &[u8],
+    input: &mut BytesMut,
+) -> Result<Outcome, Broken> {
+    run.write(stream, out).await?;
+    stream.shutdown().await.map_err(Broken::Io)?;
+    match run.read(stream, input).await {
+        Err(Broken::Closed) => Ok(Outcome::Ok),
+        Err(e) => Err(e),
+        Ok(()) => Err(Broken::Protocol(format!(
+            "server sent {:?} after a hello",
+            String::from_utf8_lossy(&input[..input.len().min(80)])
+        ))),
+    }
+}
+
+/// Sends hello + one operation and reads until its final reply.
+async fn one_op(
+    run: &Run,
+    stream: &mut UnixStream,
+    out: &[u8],
+    input: &mut BytesMut,
+    kind: OpKind,
+    stats: &mut Stats,
+) -> Result<Outcome, Broken> {
+    run.write(stream, out).await?;
+    let mut lines = LineDecoder::new(MAX_LINE);
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        run.read(stream, &mut buf).await?;
+        while let Some(line) = lines
+            .decode(&mut buf)
+            .map_err(|e| Broken::Protocol(format!("{e}")))?
+        {
+            let body = match Frame::parse(&line).map_err(|e| Broken::Protocol(format!("{e}")))? {
+                Frame::AsyncId(_) => continue,
+                Frame::Reply { body, .. } => body,
+            };
+            match kind.classify(body) {
+                Reply::Row => stats.rows += 1,
+                // Recorded by the caller, with the connect time included.
+                Reply::Final(outcome) => {
+                    input.clear();
+                    input.extend_from_slice(body);
+                    return Ok(outcome);
+                }
+                Reply::Invalid => {
+                    return Err(Broken::Protocol(format!(
+                        "unexpected reply {:?}",
+                        String::from_utf8_lossy(&line[..line.len().min(80)])
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// Sets `shared/bench/k<N>` to `N` for every key (numbers, so `inc` works on them), over
+/// one connection with up to 256 transactions in flight. Returns how many commits said OK.
+pub async fn preload(run: &Run, keys: u32) -> Result<u64, String> {
+    let describe = |e: Broken| match e {
+        Broken::Timeout(what) => format!("timeout waiting for {what}"),
+        Broken::Closed => "server closed the connection".to_string(),
+        Broken::Io(e) => e.to_string(),
+        Broken::Protocol(text) => text,
+    };
+    let mut stream = hello_connection(run).await.map_err(describe)?;
+    let mut stats = Stats::default();
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut input = BytesMut::with_capacity(16 * 1024);
+    let mut lines = LineDecoder::new(MAX_LINE);
+    let mut pipe = Pipeline {
+        unassigned: VecDeque::new(),
+        assigned: Vec::new(),
+    };
+    let mut key = Vec::new();
+    let mut next = 0u32;
+    while next < keys || pipe.in_flight() > 0 {
+        while next < keys && pipe.in_flight() < 256 {
+            let id = next + 1;
+            crate::workload::bench_key(&mut key, next);
+            let value = next.to_string();
+            for request in [
+                dict_protocol::Request::Begin {
+                    id,
+                    username: Some(b""[..].into()),
+                    expire_secs: (run.spec.major == 4).then_some(0),
+                },
+                dict_protocol::Request::Set {
+                    id,
+                    key: key.as_slice().into(),
+                    value: value.as_bytes().into(),
+                },
+                dict_protocol::Request::Commit { id },
+            ] {
+                request.encode(&mut out);
+            }
+            pipe.unassigned.push_back(Pending {
+                kind: OpKind::Commit,
+                sent: Instant::now(),
+            });
+            next += 1;
+        }
+        if !out.is_empty() {
+            run.write(&mut stream, &out).await.map_err(describe)?;
+            out.clear();
+        }
+        run.read(&mut stream, &mut input).await.map_err(describe)?;
+        while let Some(line) = lines.decode(&mut input).map_err(|e| e.to_string())? {
+            pipe.line(&line, &mut stats).map_err(describe)?;
+        }
+    }
+    if let Some(sample) = stats.samples.first() {
+        return Err(format!(
+            "{} of {keys} commits failed, e.g. {sample}",
+            keys as u64 - stats.ok
+        ));
+    }
+    Ok(stats.ok)
+}

@@ -1,0 +1,244 @@
+//! Every backend call, observed: counts, errors and latency per dict and operation (see
+//! [`crate::metrics`]), and a warning for an operation slower than `warn_slow_ms`, as
+//! Dovecot's `warn_slow_msecs` does. A decorator around the dict, so neither the backends
+//! nor the connection task know about it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dict_backend::{CommitResult, Dict, DictError, IterRow, IterateOptions, Transaction};
+use futures::stream::{BoxStream, Stream, StreamExt};
+use metrics::{Counter, Gauge, Histogram};
+use tracing::warn;
+
+use crate::metrics as m;
+
+/// The operations that reach a backend.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Lookup,
+    Iterate,
+    Commit,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Lookup => "lookup",
+            Op::Iterate => "iterate",
+            Op::Commit => "commit",
+        }
+    }
+}
+
+/// Metric handles of one (dict, operation), taken once.
+struct OpMetrics {
+    count: Counter,
+    errors: Counter,
+    seconds: Histogram,
+    slow: Counter,
+}
+
+impl OpMetrics {
+    fn new(dict: &str, op: Op) -> Self {
+        let labels = [("dict", dict.to_string()), ("op", op.name().to_string())];
+        OpMetrics {
+            count: metrics::counter!(m::OPERATIONS, &labels),
+            errors: metrics::counter!(m::OPERATION_ERRORS, &labels),
+            seconds: metrics::histogram!(m::OPERATION_SECONDS, &labels),
+            slow: metrics::counter!(m::SLOW_OPERATIONS, &labels),
+        }
+    }
+}
+
+struct Shared {
+    name: Arc<str>,
+    warn_slow: Option<Duration>,
+    in_flight: Gauge,
+    lookup: OpMetrics,
+    iterate: OpMetrics,
+    commit: OpMetrics,
+}
+
+/// A dict whose calls are measured; otherwise it is the dict it wraps.
+pub struct ObservedDict {
+    inner: Arc<dyn Dict>,
+    shared: Arc<Shared>,
+}
+
+/// Wraps `dict` (called `name`); `warn_slow` is the slow-operation threshold, if any.
+pub fn wrap(name: &str, dict: Arc<dyn Dict>, warn_slow: Option<Duration>) -> Arc<dyn Dict> {
+    Arc::new(ObservedDict::new(name, dict, warn_slow))
+}
+
+impl ObservedDict {
+    /// See [`wrap`].
+    pub fn new(name: &str, inner: Arc<dyn Dict>, warn_slow: Option<Duration>) -> Self {
+        let shared = Shared {
+            name: name.into(),
+            warn_slow,
+            in_flight: metrics::gauge!(m::OPERATIONS_IN_FLIGHT, "dict" => name.to_string()),
+            lookup: OpMetrics::new(name, Op::Lookup),
+            iterate: OpMetrics::new(name, Op::Iterate),
+            commit: OpMetrics::new(name, Op::Commit),
+        };
+        ObservedDict {
+            inner,
+            shared: Arc::new(shared),
+        }
+    }
+}
+
+/// One operation under way. Finished explicitly with its outcome; dropped unfinished (the
+/// caller's timeout fired, or the client went away) it counts as failed, except an
+/// iteration, which its reader may stop early on purpose (`max_rows`).
+struct Call {
+    shared: Arc<Shared>,
+    op: Op,
+    started: Instant,
+    done: bool,
+}
+
+impl Call {
+    fn start(shared: &Arc<Shared>, op: Op) -> Self {
+        shared.in_flight.increment(1.0);
+        Call {
+            shared: shared.clone(),
+            op,
+            started: Instant::now(),
+            done: false,
+        }
+    }
+
+    /// Records the outcome; `what` describes the call for the slow warning.
+    fn finish(mut self, ok: bool, what: impl FnOnce() -> String) {
+        self.done = true;
+        if let Some(elapsed) = self.record(ok) {
+            self.warn_slow(elapsed, &what());
+        }
+    }
+
+    /// Records the call; returns its duration when it was slow.
+    fn record(&self, ok: bool) -> Option<Duration> {
+        let s = &self.shared;
+        let metrics = match self.op {
+            Op::Lookup => &s.lookup,
+            Op::Iterate => &s.iterate,
+            Op::Commit => &s.commit,
+        };
+        let elapsed = self.started.elapsed();
+        s.in_flight.decrement(1.0);
+        metrics.count.increment(1);
+        metrics.seconds.record(elapsed.as_secs_f64());
+        if !ok {
+            metrics.errors.increment(1);
+        }
+        let slow = s.warn_slow.is_some_and(|limit| elapsed >= limit);
+        if slow {
+            metrics.slow.increment(1);
+        }
+        slow.then_some(elapsed)
+    }
+
+    fn warn_slow(&self, elapsed: Duration, what: &str) {
+        warn!(
+            dict = %self.shared.name,
+            op = self.op.name(),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "slow dict {}: {what} took {} ms (warn_slow_ms = {})",
+            self.op.name(),
+            elapsed.as_millis(),
+            self.shared.warn_slow.unwrap_or_default().as_millis()
+        );
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if !self.done {
+            let ok = matches!(self.op, Op::Iterate);
+            if let Some(elapsed) = self.record(ok) {
+                self.warn_slow(elapsed, "an abandoned call (timed out or client gone)");
+            }
+        }
+    }
+}
+
+fn describe_key(key: &[u8], username: &[u8]) -> String {
+    if username.is_empty() {
+        format!("{}", String::from_utf8_lossy(key))
+    } else {
+        format!(
+            "{} (user {})",
+            String::from_utf8_lossy(key),
+            String::from_utf8_lossy(username)
+        )
+    }
+}
+
+#[async_trait]
+impl Dict for ObservedDict {
+    async fn lookup(&self, key: &[u8], username: &[u8]) -> Result<Option<Vec<Vec<u8>>>, DictError> {
+        let call = Call::start(&self.shared, Op::Lookup);
+        let result = self.inner.lookup(key, username).await;
+        call.finish(result.is_ok(), || describe_key(key, username));
+        result
+    }
+
+    fn iterate(
+        &self,
+        path: &[u8],
+        username: &[u8],
+        options: IterateOptions,
+    ) -> BoxStream<'static, Result<IterRow, DictError>> {
+        let call = Call::start(&self.shared, Op::Iterate);
+        ObservedRows {
+            rows: self.inner.iterate(path, username, options),
+            call: Some(call),
+            what: describe_key(path, username),
+        }
+        .boxed()
+    }
+
+    async fn commit(&self, txn: Transaction) -> CommitResult {
+        let call = Call::start(&self.shared, Op::Commit);
+        let changes = txn.changes.len();
+        let result = self.inner.commit(txn).await;
+        let ok = matches!(result, CommitResult::Ok | CommitResult::NotFound);
+        call.finish(ok, || format!("a commit of {changes} change(s)"));
+        result
+    }
+
+    async fn check(&self) -> Result<(), DictError> {
+        self.inner.check().await
+    }
+}
+
+/// An iteration's rows, timed from the call to the end of the stream or its first error.
+struct ObservedRows {
+    rows: BoxStream<'static, Result<IterRow, DictError>>,
+    call: Option<Call>,
+    what: String,
+}
+
+impl Stream for ObservedRows {
+    type Item = Result<IterRow, DictError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let next = this.rows.poll_next_unpin(cx);
+        let ok = match &next {
+            Poll::Ready(Some(Err(_))) => false,
+            Poll::Ready(None) => true,
+            _ => return next,
+        };
+        if let Some(call) = this.call.take() {
+            let what = std::mem::take(&mut this.what);
+            call.finish(ok, || format!("an iteration of {what}"));
+        }
+        next
+    }
+}
