@@ -112,7 +112,7 @@ step reset "$SERVICES_SH" reset
 step "dovecot 2.4 chroot" "$SCRIPT_DIR/dovecot24-chroot.sh" setup
 
 # ----------------------------------------------------------------- tests ---
-step "cargo test" "$CARGO" test --workspace --all-targets -- --test-threads="$THREADS"
+step "cargo test" "$CARGO" test --workspace --all-targets --no-fail-fast -- --test-threads="$THREADS"
 
 # ------------------------------------------------------------ MORE STEPS ---
 # Add further steps here, each as:   step "<name>" <command> <args...>

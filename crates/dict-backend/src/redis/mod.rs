@@ -201,23 +201,33 @@ impl Inner {
                 Err(e) => return CommitResult::Failed(e),
             }
         }
-        let live = match self.conn.get(deadline).await {
-            Ok(live) => live,
-            Err(e) => return CommitResult::Failed(self.connect_failed("commit", e)),
-        };
-        let mut conn = live.conn.clone();
-        // From here on the EXEC may have reached Redis.
-        match timeout_at(deadline, plan.pipeline().query_async::<Value>(&mut conn)).await {
-            Ok(Ok(_)) => CommitResult::Ok,
-            Ok(Err(e)) if is_connection_error(&e) => {
-                live.discard();
-                CommitResult::WriteUncertain(format!("redis: commit failed: {e}"))
-            }
-            Ok(Err(e)) => CommitResult::Failed(format!("redis: commit failed: {e}")),
-            Err(_) => {
-                live.discard();
-                CommitResult::WriteUncertain(self.timed_out("commit"))
-            }
+        let mut retried = false;
+        loop {
+            let live = match self.conn.get(deadline).await {
+                Ok(live) => live,
+                Err(e) => return CommitResult::Failed(self.connect_failed("commit", e)),
+            };
+            let mut conn = live.conn.clone();
+            // From here on the EXEC may have reached Redis.
+            return match timeout_at(deadline, plan.pipeline().query_async::<Value>(&mut conn)).await
+            {
+                Ok(Ok(_)) => CommitResult::Ok,
+                Ok(Err(e)) if is_connection_error(&e) => {
+                    live.discard();
+                    // A reused connection that died while idle refuses the write itself: the
+                    // EXEC never left, so sending it once more on a new connection is safe.
+                    if !live.fresh && !retried && write_refused(&e) {
+                        retried = true;
+                        continue;
+                    }
+                    CommitResult::WriteUncertain(format!("redis: commit failed: {e}"))
+                }
+                Ok(Err(e)) => CommitResult::Failed(format!("redis: commit failed: {e}")),
+                Err(_) => {
+                    live.discard();
+                    CommitResult::WriteUncertain(self.timed_out("commit"))
+                }
+            };
         }
     }
 
@@ -455,4 +465,17 @@ impl Dict for RedisDict {
             Err(DictError(format!("redis: PING answered {reply:?}")))
         }
     }
+}
+
+/// True when the socket refused the write (the peer had closed it): nothing was sent.
+fn write_refused(e: &RedisError) -> bool {
+    use std::error::Error;
+    let mut source: Option<&(dyn Error + 'static)> = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::BrokenPipe;
+        }
+        source = s.source();
+    }
+    e.to_string().to_ascii_lowercase().contains("broken pipe")
 }
