@@ -112,7 +112,9 @@ step reset "$SERVICES_SH" reset
 step "dovecot 2.4 chroot" "$SCRIPT_DIR/dovecot24-chroot.sh" setup
 
 # ----------------------------------------------------------------- tests ---
-step "cargo test" "$CARGO" test --workspace --all-targets --no-fail-fast -- --test-threads="$THREADS"
+step "cargo test" "$CARGO" test --workspace --lib --bins --tests --examples --no-fail-fast -- --test-threads="$THREADS"
+# criterion benchmarks take no libtest flags: run once each, as a smoke test
+step "benches (smoke)" "$CARGO" test --workspace --benches --no-fail-fast
 
 # ------------------------------------------------------------ MORE STEPS ---
 # Add further steps here, each as:   step "<name>" <command> <args...>
