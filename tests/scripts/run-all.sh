@@ -115,6 +115,7 @@ step "dovecot 2.4 chroot" "$SCRIPT_DIR/dovecot24-chroot.sh" setup
 step "cargo test" "$CARGO" test --workspace --lib --bins --tests --examples --no-fail-fast -- --test-threads="$THREADS"
 # criterion benchmarks take no libtest flags: run once each, as a smoke test
 step "benches (smoke)" "$CARGO" test --workspace --benches --no-fail-fast
+step "doc tests" "$CARGO" test --workspace --doc
 
 # ------------------------------------------------------------ MORE STEPS ---
 # Add further steps here, each as:   step "<name>" <command> <args...>
