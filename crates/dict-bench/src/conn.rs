@@ -515,3 +515,183 @@ pub async fn preload(run: &Run, keys: u32) -> Result<u64, String> {
     }
     Ok(stats.ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::Workload;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::net::UnixListener;
+
+    fn run(socket: PathBuf, workload: Workload, depth: usize, count: u64) -> Arc<Run> {
+        let spec = OpSpec {
+            workload,
+            major: 3,
+            users: 10,
+            keys: 10,
+            write_ratio: 0.5,
+            iter_rows: 0,
+        };
+        let mut hello = BytesMut::new();
+        spec.hello("d", &mut hello);
+        let run = Run {
+            socket,
+            hello: hello.to_vec(),
+            spec,
+            depth,
+            timeout: Duration::from_millis(500),
+            base: Instant::now(),
+            deadline_ns: AtomicU64::new(0),
+            hard_deadline_ns: AtomicU64::new(0),
+            count: Some(count),
+            issued: AtomicU64::new(0),
+            seed: 1,
+        };
+        run.set_deadline(Instant::now() + Duration::from_secs(5));
+        Arc::new(run)
+    }
+
+    /// A fake server: after the hello, answers reply-bearing commands (with `pairs`, two at
+    /// a time, the second first: `*a *b +b +a`, so matching by async id is exercised).
+    /// `answer` gives the reply lines (without `+n\t`) of a command, none for silence;
+    /// `close_after` closes the connection after that many commands.
+    async fn fake_server(
+        listener: UnixListener,
+        answer: fn(&str) -> Vec<String>,
+        close_after: usize,
+        pairs: bool,
+    ) {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let _hello = lines.next_line().await;
+                let mut id = 0;
+                let mut held: Vec<(u32, Vec<String>)> = Vec::new();
+                let mut seen = 0;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if !matches!(line.as_bytes()[0], b'L' | b'I' | b'C') {
+                        continue;
+                    }
+                    seen += 1;
+                    if seen > close_after {
+                        return;
+                    }
+                    id += 1;
+                    held.push((id, answer(&line)));
+                    let mut out = format!("*{id}\n");
+                    if !pairs || held.len() == 2 {
+                        for (n, reply) in held.drain(..).rev() {
+                            for l in reply {
+                                out.push_str(&format!("+{n}\t{l}\n"));
+                            }
+                        }
+                    }
+                    if w.write_all(out.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    async fn start(
+        answer: fn(&str) -> Vec<String>,
+        close_after: usize,
+        pairs: bool,
+    ) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        tokio::spawn(fake_server(listener, answer, close_after, pairs));
+        (dir, path)
+    }
+
+    #[tokio::test]
+    async fn out_of_order_replies_are_matched_by_async_id() {
+        let (_dir, path) = start(
+            |line| {
+                vec![if line.contains("k1\t") || line.starts_with('C') {
+                    "N\t1\t2\t3\t4".into()
+                } else {
+                    "Ov\t1\t2\t3\t4".into()
+                }]
+            },
+            usize::MAX,
+            true,
+        )
+        .await;
+        let run = run(path, Workload::Lookup, 2, 40);
+        let start = Arc::new(Barrier::new(1));
+        let stats = persistent(run, 0, start).await;
+        assert_eq!(stats.ops(), 40, "{:?}", stats.samples);
+        assert_eq!(stats.errors(), 0, "{:?}", stats.samples);
+        assert!(stats.not_found > 0 && stats.ok > 0);
+    }
+
+    #[tokio::test]
+    async fn iteration_rows_then_end() {
+        let (_dir, path) = start(
+            |_| {
+                vec![
+                    "Oshared/bench/k1\t1".into(),
+                    "Oshared/bench/k2\t2".into(),
+                    "\t1\t2\t3\t4".into(),
+                ]
+            },
+            usize::MAX,
+            false,
+        )
+        .await;
+        let stats = persistent(
+            run(path, Workload::Iter, 1, 5),
+            0,
+            Arc::new(Barrier::new(1)),
+        )
+        .await;
+        assert_eq!((stats.ok, stats.rows, stats.errors()), (5, 10, 0));
+    }
+
+    #[tokio::test]
+    async fn failures_and_disconnects_are_counted_not_waited_for() {
+        let (_dir, path) = start(|_| vec!["F1\tboom\t1\t2\t3\t4".into()], 4, true).await;
+        let t0 = Instant::now();
+        let stats = persistent(
+            run(path, Workload::QuotaTxn, 2, 12),
+            0,
+            Arc::new(Barrier::new(1)),
+        )
+        .await;
+        assert!(t0.elapsed() < Duration::from_secs(4));
+        assert_eq!(stats.ok, 0);
+        assert!(stats.failed > 0, "{stats:?}");
+        assert!(stats.disconnects > 0, "{stats:?}");
+        assert_eq!(stats.failed + stats.lost, 12, "{stats:?}");
+    }
+
+    #[tokio::test]
+    async fn reconnect_worker_sends_hello_and_one_operation() {
+        let (_dir, path) = start(|_| vec!["O1\t1\t2\t3\t4".into()], usize::MAX, false).await;
+        let stats = reconnect(
+            run(path, Workload::QuotaTxn, 1, 3),
+            0,
+            Arc::new(Barrier::new(1)),
+        )
+        .await;
+        assert_eq!((stats.ok, stats.errors()), (3, 0), "{stats:?}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out() {
+        let (_dir, path) = start(|_| Vec::new(), usize::MAX, false).await;
+        let t0 = Instant::now();
+        let stats = reconnect(
+            run(path, Workload::Lookup, 1, 2),
+            0,
+            Arc::new(Barrier::new(1)),
+        )
+        .await;
+        assert!(t0.elapsed() < Duration::from_secs(3));
+        assert_eq!((stats.timeouts, stats.lost), (2, 2), "{stats:?}");
+    }
+}

@@ -224,7 +224,10 @@ async fn run(cli: Cli) -> ExitCode {
         )
         .await;
         if cli.json {
-            println!("{}", serde_json::to_string(&report).expect("serializable"));
+            emit(&format!(
+                "{}\n",
+                serde_json::to_string(&report).expect("serializable")
+            ));
         } else {
             print_idle(&report);
         }
@@ -331,7 +334,10 @@ async fn run(cli: Cli) -> ExitCode {
         error_samples: total.samples.clone(),
     };
     if cli.json {
-        println!("{}", serde_json::to_string(&report).expect("serializable"));
+        emit(&format!(
+            "{}\n",
+            serde_json::to_string(&report).expect("serializable")
+        ));
     } else {
         print_report(&report);
     }
@@ -367,7 +373,10 @@ fn server_cpu(pid: u32) -> Option<f64> {
 }
 
 fn print_report(r: &Report) {
-    println!(
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
         "{} {} K={} {}: {} ops in {:.2} s = {:.0} ops/s; latency p50 {:.1} us, p99 {:.1} us, \
          p999 {:.1} us, max {:.1} us; errors {}",
         r.dict,
@@ -387,7 +396,8 @@ fn print_report(r: &Report) {
         r.max_us,
         r.errors
     );
-    println!(
+    let _ = writeln!(
+        o,
         "  replies: ok={} not_found={} failed={} uncertain={} rows={}; disconnects={} \
          timeouts={} connect_errors={} protocol_errors={} lost={}",
         r.ok,
@@ -401,31 +411,36 @@ fn print_report(r: &Report) {
         r.protocol_errors,
         r.lost
     );
-    print!("  client cpu {:.0}%", r.client_cpu_pct);
+    let _ = write!(o, "  client cpu {:.0}%", r.client_cpu_pct);
     if let Some(s) = r.server_cpu_pct {
-        print!(", server cpu {s:.0}%");
+        let _ = write!(o, ", server cpu {s:.0}%");
     }
     if let Some(rss) = r.server_rss_kib {
-        print!(", server rss {rss} KiB");
+        let _ = write!(o, ", server rss {rss} KiB");
     }
     if let Some(n) = r.preloaded {
-        print!(", preloaded {n} keys");
+        let _ = write!(o, ", preloaded {n} keys");
     }
-    println!();
+    o.push('\n');
     for s in &r.error_samples {
-        println!("  error: {s}");
+        let _ = writeln!(o, "  error: {s}");
     }
+    emit(&o);
 }
 
 fn print_idle(r: &idle::IdleReport) {
-    println!(
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
         "idle: {} of {} connections opened in {:.2} s ({:.0}/s), held {:.1} s, {} answered a \
          lookup afterwards; errors {}",
         r.opened, r.idle_connections, r.open_secs, r.opens_per_sec, r.held_secs, r.alive, r.errors
     );
-    if let (Some(b), Some(o)) = (r.server_rss_before_kib, r.server_rss_opened_kib) {
-        println!(
-            "  server rss {b} KiB before, {o} KiB with the connections open ({} bytes each), \
+    if let (Some(before), Some(opened)) = (r.server_rss_before_kib, r.server_rss_opened_kib) {
+        let _ = writeln!(
+            o,
+            "  server rss {before} KiB before, {opened} KiB with the connections open ({} bytes each), \
              {} KiB after one lookup each ({} bytes each)",
             r.rss_per_conn_bytes.unwrap_or(0),
             r.server_rss_probed_kib.unwrap_or(0),
@@ -433,6 +448,14 @@ fn print_idle(r: &idle::IdleReport) {
         );
     }
     for s in &r.error_samples {
-        println!("  error: {s}");
+        let _ = writeln!(o, "  error: {s}");
     }
+    emit(&o);
+}
+
+/// Writes the report to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
