@@ -172,8 +172,9 @@ impl Backend for Sqlite {
                 if raw.is_null() {
                     return Ok(Cell::Null);
                 }
-                let ty = raw.type_info().name().to_string();
-                Ok(match ty.as_str() {
+                // Matched in place: no String per cell on the lookup path.
+                let info = raw.type_info();
+                Ok(match info.name() {
                     "INTEGER" => Cell::Int(row.try_get_unchecked::<i64, _>(i)?),
                     "REAL" => Cell::Float(row.try_get_unchecked::<f64, _>(i)?),
                     _ => Cell::Bytes(row.try_get_unchecked::<&[u8], _>(i)?.to_vec()),
@@ -208,8 +209,9 @@ impl Backend for MySql {
                 if raw.is_null() {
                     return Ok(Cell::Null);
                 }
-                let ty = raw.type_info().name().to_string();
-                Ok(match ty.as_str() {
+                // Matched in place: no String per cell on the lookup path.
+                let info = raw.type_info();
+                Ok(match info.name() {
                     "BOOLEAN" | "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
                         Cell::Int(row.try_get_unchecked::<i64, _>(i)?)
                     }
@@ -259,8 +261,9 @@ impl Backend for Postgres {
                 if raw.is_null() {
                     return Ok(Cell::Null);
                 }
-                let ty = raw.type_info().name().to_string();
-                Ok(match ty.as_str() {
+                // Matched in place: no String per cell on the lookup path.
+                let info = raw.type_info();
+                Ok(match info.name() {
                     "INT2" => Cell::Int(i64::from(row.try_get::<i16, _>(i)?)),
                     "INT4" => Cell::Int(i64::from(row.try_get::<i32, _>(i)?)),
                     "INT8" => Cell::Int(row.try_get::<i64, _>(i)?),
