@@ -551,15 +551,6 @@ impl Conn {
         phase: &mut Phase,
     ) -> Result<bool, DbError> {
         *phase = Phase::Begin;
-        // One statement needs no BEGIN/COMMIT round trips: it commits on its own (as
-        // Dovecot sends it). Once sent its outcome is uncertain, like a COMMIT's.
-        if let [Exec::Run { sql, params, count }] = steps {
-            *phase = Phase::Committing;
-            return with_conn!(self, DB, c => {
-                let done = <DB as Backend>::query(sql, params)?.execute(&mut **c).await?;
-                Ok(*count && done.rows_affected() == 0)
-            });
-        }
         with_conn!(self, DB, c => {
             let mut tx = if matches!(self_kind::<DB>(), Dialect::Sqlite) {
                 // Take the write lock at once: no deadlock with other processes' readers.
