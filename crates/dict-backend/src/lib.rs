@@ -11,7 +11,7 @@ pub use memory::MemoryDict;
 pub use transaction::{Change, Transaction};
 
 use async_trait::async_trait;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, StreamExt};
 
 /// The two key namespaces (§5).
 pub const PRIV_PREFIX: &[u8] = b"priv/";
@@ -41,6 +41,15 @@ pub struct IterRow {
     /// The full key, e.g. `shared/kv/a/b`.
     pub key: Vec<u8>,
     /// Values; a single empty value when the caller asked for no values.
+    pub values: Vec<Vec<u8>>,
+}
+
+/// One user's values of a `priv/` key, from [`Dict::scan_users`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserValues {
+    /// The username the values belong to.
+    pub username: Vec<u8>,
+    /// What a lookup of the key by this user returns.
     pub values: Vec<Vec<u8>>,
 }
 
@@ -91,11 +100,37 @@ pub trait Dict: Send + Sync + 'static {
     /// Applies all changes of `txn` atomically where the backend can, in order.
     async fn commit(&self, txn: Transaction) -> CommitResult;
 
+    /// Every user's values of the `priv/` key `key`, in no particular order: for each user
+    /// that has the key, what that user's lookup of it returns. The protocol cannot ask
+    /// this (a connection only sees its own user's keys); exports such as `quota-clone
+    /// export` read the backend directly with it. The default: unsupported.
+    fn scan_users(&self, key: &[u8]) -> BoxStream<'static, Result<UserValues, DictError>> {
+        let _ = key;
+        futures::stream::once(futures::future::ready(Err(DictError::new(UNSUPPORTED)))).boxed()
+    }
+
     /// Checks that the backend is reachable and its tables look right; used at start-up and
     /// by the config check. The default has nothing to check.
     async fn check(&self) -> Result<(), DictError> {
         Ok(())
     }
+}
+
+/// Opens the backend `spec` names: SQL databases and Redis are connected to on first use
+/// (SQLite opens its file now), so this succeeds while a database server is down.
+/// `sql` tunes SQL dicts; a Redis dict takes its timeout from its own parameters.
+pub async fn open(
+    spec: dict_config::DictSpec,
+    sql: sql::SqlOptions,
+) -> Result<std::sync::Arc<dyn Dict>, DictError> {
+    Ok(match spec {
+        dict_config::DictSpec::Sql { driver, map_file } => {
+            std::sync::Arc::new(sql::SqlDict::connect(driver, map_file, sql).await?)
+        }
+        dict_config::DictSpec::Redis(params) => {
+            std::sync::Arc::new(redis::RedisDict::connect(&params)?)
+        }
+    })
 }
 
 /// True when `key` is in a namespace a backend understands.

@@ -9,7 +9,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::{
     key_namespace, Change, CommitResult, Dict, DictError, IterRow, IterateOptions, Namespace,
-    Transaction,
+    Transaction, UserValues,
 };
 
 /// Keys are stored as Redis does: `priv/` keys under `<user>/`, so users do not share them.
@@ -95,6 +95,27 @@ impl Dict for MemoryDict {
         stream::iter(rows.into_iter().map(Ok)).boxed()
     }
 
+    fn scan_users(&self, key: &[u8]) -> BoxStream<'static, Result<UserValues, DictError>> {
+        let Some(rest) = key.strip_prefix(crate::PRIV_PREFIX) else {
+            let e = DictError::new("scan_users needs a priv/ key");
+            return stream::once(async move { Err(e) }).boxed();
+        };
+        let data = self.data.lock().expect("memory dict lock");
+        let rows: Vec<UserValues> = data
+            .range(crate::PRIV_PREFIX.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(crate::PRIV_PREFIX))
+            .filter_map(|(k, v)| {
+                let stored = &k[crate::PRIV_PREFIX.len()..];
+                let nul = stored.iter().position(|&b| b == 0)?;
+                (&stored[nul + 1..] == rest).then(|| UserValues {
+                    username: stored[..nul].to_vec(),
+                    values: vec![v.clone()],
+                })
+            })
+            .collect();
+        stream::iter(rows.into_iter().map(Ok)).boxed()
+    }
+
     async fn commit(&self, txn: Transaction) -> CommitResult {
         let mut data = self.data.lock().expect("memory dict lock");
         let mut result = CommitResult::Ok;
@@ -157,6 +178,41 @@ mod tests {
             d.lookup(b"shared/z", b"").await.unwrap(),
             Some(vec![b"1".to_vec()])
         );
+    }
+
+    #[tokio::test]
+    async fn scan_users_lists_every_users_value_of_a_key() {
+        let d = MemoryDict::new();
+        for (user, key, value) in [
+            ("u1", "priv/quota/storage", "10"),
+            ("u2", "priv/quota/storage", "20"),
+            ("u2", "priv/quota/messages", "2"),
+            ("u3", "priv/quota/storage/deeper", "x"),
+        ] {
+            let txn = Transaction {
+                username: user.as_bytes().to_vec(),
+                changes: vec![Change::Set {
+                    key: key.as_bytes().to_vec(),
+                    value: value.as_bytes().to_vec(),
+                }],
+                ..Default::default()
+            };
+            assert_eq!(d.commit(txn).await, CommitResult::Ok);
+        }
+        let rows: Vec<_> = d.scan_users(b"priv/quota/storage").collect().await;
+        let rows: Vec<(Vec<u8>, Vec<Vec<u8>>)> = rows
+            .into_iter()
+            .map(|r| r.map(|u| (u.username, u.values)).unwrap())
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (b"u1".to_vec(), vec![b"10".to_vec()]),
+                (b"u2".to_vec(), vec![b"20".to_vec()])
+            ]
+        );
+        let shared: Vec<_> = d.scan_users(b"shared/x").collect().await;
+        assert!(shared[0].is_err());
     }
 
     #[tokio::test]

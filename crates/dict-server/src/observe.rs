@@ -215,6 +215,13 @@ impl Dict for ObservedDict {
     async fn check(&self) -> Result<(), DictError> {
         self.inner.check().await
     }
+
+    fn scan_users(
+        &self,
+        key: &[u8],
+    ) -> BoxStream<'static, Result<dict_backend::UserValues, DictError>> {
+        self.inner.scan_users(key)
+    }
 }
 
 /// An iteration's rows, timed from the call to the end of the stream or its first error.

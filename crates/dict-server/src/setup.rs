@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use dict_backend::redis::RedisDict;
-use dict_backend::sql::{SqlDict, SqlOptions};
+use dict_backend::sql::SqlOptions;
 use dict_backend::Dict;
 use dict_config::{DictEntry, DictSpec, DovecotConfig, ServerToml};
 use tracing::info;
@@ -266,19 +265,21 @@ async fn open_dict(
     create_sqlite: bool,
 ) -> Result<Arc<dyn Dict>> {
     // A 2.3 URI (its map file read now) or a 2.4 dict_server { dict … { } }: the same.
-    match entry.spec()? {
-        DictSpec::Sql { driver, map_file } => {
-            if create_sqlite && driver == dict_config::SqlDriver::Sqlite {
-                create_embedded_schema(Path::new(map_file.connect.trim())).await?;
-            }
-            let options = SqlOptions {
-                timeout,
-                create_sqlite,
-                ..SqlOptions::default()
-            };
-            Ok(Arc::new(SqlDict::connect(driver, map_file, options).await?))
+    let spec = entry.spec()?;
+    if let DictSpec::Sql {
+        driver: dict_config::SqlDriver::Sqlite,
+        map_file,
+    } = &spec
+    {
+        if create_sqlite {
+            create_embedded_schema(Path::new(map_file.connect.trim())).await?;
         }
-        // Connects on first use, so the server starts while Redis is down.
-        DictSpec::Redis(params) => Ok(Arc::new(RedisDict::connect(&params)?)),
     }
+    let options = SqlOptions {
+        timeout,
+        create_sqlite,
+        ..SqlOptions::default()
+    };
+    // Databases are connected to on first use, so the server starts while one is down.
+    Ok(dict_backend::open(spec, options).await?)
 }

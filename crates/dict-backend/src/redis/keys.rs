@@ -53,6 +53,32 @@ impl KeyLayout {
     }
 }
 
+/// Every user's Redis key of one `priv/` key.
+impl KeyLayout {
+    /// The SCAN `MATCH` pattern of `priv/<rest>` for all users: `<prefix>*/<rest>`.
+    pub(crate) fn users_pattern(&self, rest: &[u8]) -> Vec<u8> {
+        let mut pattern = escape_glob(&self.prefix);
+        pattern.extend_from_slice(b"*/");
+        pattern.extend_from_slice(&escape_glob(rest));
+        pattern
+    }
+
+    /// The user whose `priv/<rest>` `redis_key` is. `None` when the part between the
+    /// prefix and `/<rest>` is empty or holds a `/`, which no escaped username does (such
+    /// keys are `shared/` keys). A `shared/<name>/<rest>` key with a `/`-free name looks
+    /// like a user's key: Dovecot's layout cannot tell them apart.
+    pub(crate) fn user_of(&self, redis_key: &[u8], rest: &[u8]) -> Option<Vec<u8>> {
+        let name = redis_key
+            .strip_prefix(&self.prefix[..])?
+            .strip_suffix(rest)?
+            .strip_suffix(b"/")?;
+        if name.is_empty() || name.contains(&b'/') {
+            return None;
+        }
+        Some(unescape_username(name))
+    }
+}
+
 impl Scope {
     pub(crate) fn redis_key(&self, rest: &[u8]) -> Vec<u8> {
         [&self.base[..], rest].concat()
@@ -92,6 +118,31 @@ pub(crate) fn escape_username(username: &[u8]) -> Cow<'_, [u8]> {
         }
     }
     Cow::Owned(out)
+}
+
+/// The way back from [`escape_username`]. Only names holding `\-` were escaped (an
+/// escaped name always has one, for its `/`); `a\-b` of a user literally called that reads
+/// as `a/b`, an ambiguity of Dovecot's layout.
+pub(crate) fn unescape_username(name: &[u8]) -> Vec<u8> {
+    if !name.windows(2).any(|w| w == br"\-") {
+        return name.to_vec();
+    }
+    let mut out = Vec::with_capacity(name.len());
+    let mut bytes = name.iter();
+    while let Some(&b) = bytes.next() {
+        match (b, bytes.as_slice().first()) {
+            (b'\\', Some(b'-')) => {
+                out.push(b'/');
+                bytes.next();
+            }
+            (b'\\', Some(b'\\')) => {
+                out.push(b'\\');
+                bytes.next();
+            }
+            _ => out.push(b),
+        }
+    }
+    out
 }
 
 /// Makes `literal` match only itself in a Redis glob pattern (SCAN MATCH, KEYS).
@@ -142,6 +193,25 @@ mod tests {
         assert_eq!(scope.dict_key(b"pfx/other/x"), None);
         let (shared, _) = layout.split(b"shared/x", b"a").unwrap();
         assert_eq!(shared.dict_key(b"pfx/x/y").unwrap(), b"shared/x/y");
+    }
+
+    #[test]
+    fn users_come_back_from_their_keys() {
+        let layout = KeyLayout::new("p*/");
+        assert_eq!(layout.users_pattern(b"quota/storage"), br"p\*/*/quota/storage");
+        for user in ["u", r"us\er", r"user/a\b", "a/b/c", r"\"] {
+            let key = layout
+                .redis_key(b"priv/quota/storage", user.as_bytes())
+                .unwrap();
+            assert_eq!(
+                layout.user_of(&key, b"quota/storage").as_deref(),
+                Some(user.as_bytes()),
+                "{user}"
+            );
+        }
+        assert_eq!(layout.user_of(b"p*/a/b/quota/storage", b"quota/storage"), None);
+        assert_eq!(layout.user_of(b"p*//quota/storage", b"quota/storage"), None);
+        assert_eq!(layout.user_of(b"other/u/quota/storage", b"quota/storage"), None);
     }
 
     #[test]

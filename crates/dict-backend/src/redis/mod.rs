@@ -30,7 +30,7 @@ use dict_config::RedisParams;
 use self::commit::Plan;
 use self::conn::{is_connection_error, ConnectError, Connector};
 use self::keys::{KeyLayout, Scope};
-use crate::{CommitResult, Dict, DictError, IterRow, IterateOptions, Transaction};
+use crate::{CommitResult, Dict, DictError, IterRow, IterateOptions, Transaction, UserValues};
 
 /// Keys asked for per `SCAN` call, and values per `MGET` during iteration.
 const SCAN_COUNT: usize = 1000;
@@ -398,6 +398,29 @@ async fn start(
     )))
 }
 
+/// Every user's value of `priv/<rest>`: one SCAN, then MGET in batches. Keys deleted
+/// meanwhile are left out.
+async fn scan_users(inner: Arc<Inner>, rest: Vec<u8>) -> Result<Vec<UserValues>, DictError> {
+    let keys: Vec<(Vec<u8>, Vec<u8>)> = inner
+        .scan(&inner.keys.users_pattern(&rest))
+        .await?
+        .into_iter()
+        .filter_map(|k| Some((inner.keys.user_of(&k, &rest)?, k)))
+        .collect();
+    let mut users = Vec::with_capacity(keys.len());
+    for batch in keys.chunks(MGET_BATCH) {
+        let redis_keys: Vec<Vec<u8>> = batch.iter().map(|(_, k)| k.clone()).collect();
+        let values = inner.mget(&redis_keys).await?;
+        users.extend(batch.iter().zip(values).filter_map(|((user, _), v)| {
+            Some(UserValues {
+                username: user.clone(),
+                values: vec![v?],
+            })
+        }));
+    }
+    Ok(users)
+}
+
 /// Rows of the keys whose value is still there (and a string).
 fn rows_with_values(
     scope: &Scope,
@@ -443,6 +466,21 @@ impl Dict for RedisDict {
         };
         stream::try_unfold(state, IterState::step)
             .map_ok(|rows| stream::iter(rows.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
+    }
+
+    /// `SCAN … MATCH <prefix>*/<rest>` and `MGET`: all keys are held in memory first.
+    fn scan_users(&self, key: &[u8]) -> BoxStream<'static, Result<UserValues, DictError>> {
+        let Some(rest) = key.strip_prefix(crate::PRIV_PREFIX) else {
+            let e = DictError(format!(
+                "redis: reading every user's key needs a priv/ key: {}",
+                String::from_utf8_lossy(key)
+            ));
+            return stream::once(futures::future::ready(Err(e))).boxed();
+        };
+        stream::once(scan_users(self.inner.clone(), rest.to_vec()))
+            .map_ok(|users| stream::iter(users.into_iter().map(Ok)))
             .try_flatten()
             .boxed()
     }

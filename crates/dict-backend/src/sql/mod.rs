@@ -37,6 +37,7 @@ mod dialect;
 mod driver;
 mod pattern;
 mod query;
+mod scan;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -50,7 +51,7 @@ use futures::stream::{BoxStream, StreamExt};
 use futures::SinkExt;
 use tokio::time::{timeout_at, Instant};
 
-use crate::{CommitResult, Dict, DictError, IterRow, IterateOptions, Transaction};
+use crate::{CommitResult, Dict, DictError, IterRow, IterateOptions, Transaction, UserValues};
 
 use dialect::{ident_name, Catalog, Dialect};
 use driver::{Cell, Db, DbError, Phase, SqliteSettings};
@@ -650,6 +651,16 @@ impl Dict for SqlDict {
             options,
             tx,
         ));
+        rx.boxed()
+    }
+
+    fn scan_users(&self, key: &[u8]) -> BoxStream<'static, Result<UserValues, DictError>> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            let e = DictError::new("sql dict scan: no async runtime");
+            return futures::stream::once(async move { Err(e) }).boxed();
+        };
+        let (tx, rx) = mpsc::channel(ITER_BUFFER);
+        runtime.spawn(self.inner.clone().scan_users_into(key.to_vec(), tx));
         rx.boxed()
     }
 

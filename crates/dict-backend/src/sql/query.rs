@@ -198,6 +198,10 @@ pub(crate) enum Shape {
         maps: Vec<usize>,
         private: bool,
     },
+    /// Every user's values of one key: the values, then the username column.
+    Users {
+        map: usize,
+    },
     Iterate {
         map: usize,
         private: bool,
@@ -260,6 +264,19 @@ impl Queries {
                     // The first row the database returns is the value.
                     s.push(" LIMIT 1");
                 }
+                s.finish()
+            }
+            Shape::Users { map } => {
+                let map = &self.maps[*map];
+                let mut s = self.text(map);
+                s.push("SELECT ");
+                self.select_values(&mut s, map);
+                let username = map.username_field.as_deref().unwrap_or("NULL");
+                s.push(",").select(username, false, map.value_fields.len());
+                s.push(" FROM ").push(&map.table);
+                let wrote =
+                    self.where_clause(&mut s, map, map.fields.len(), IterMode::Exact, false);
+                self.unexpired(&mut s, map, !wrote);
                 s.finish()
             }
             Shape::Delete { map, private } => {
@@ -552,6 +569,24 @@ map {
     fn queries(dialect: Dialect) -> Queries {
         let file = SqlMapFile::parse_str(MAPS, "/etc/x.conf").unwrap();
         Queries::new(dialect, file.maps.into(), Catalog::default())
+    }
+
+    #[test]
+    fn every_users_values() {
+        let q = queries(Dialect::Sqlite);
+        assert_eq!(
+            &*q.sql(&Shape::Users { map: 0 }),
+            "SELECT bytes,username FROM quota"
+        );
+        assert_eq!(
+            &*q.sql(&Shape::Users { map: 3 }),
+            "SELECT value,username FROM userkv WHERE name = ?"
+        );
+        let q = queries(Dialect::Postgres);
+        assert_eq!(
+            &*q.sql(&Shape::Users { map: 4 }),
+            "SELECT CAST(bytes AS text) AS c0,CAST(messages AS text) AS c1,CAST(username AS text) AS c2 FROM quota"
+        );
     }
 
     #[test]

@@ -1,0 +1,100 @@
+//! [`Dict::scan_users`](crate::Dict::scan_users) for SQL: the map a `priv/` key matches,
+//! read for every user at once (`SELECT <values>, <username_field> FROM <table> WHERE
+//! <key fields> = ?`), so exports need no connection per user.
+
+use std::sync::Arc;
+
+use dict_config::ValueType;
+use futures::SinkExt;
+use futures::StreamExt;
+
+use super::driver::DbError;
+use super::query::{find_map, is_private, key_params, Param, Shape};
+use super::{cell_text, row_values, unix_now, Inner, MAX_RETRIES};
+use crate::{DictError, UserValues};
+
+type Sender = futures::channel::mpsc::Sender<Result<UserValues, DictError>>;
+
+impl Inner {
+    /// Feeds every user's values of `key` into `tx`; stops when the receiver is gone.
+    pub(super) async fn scan_users_into(self: Arc<Self>, key: Vec<u8>, mut tx: Sender) {
+        let fail = |e: &dyn std::fmt::Display| {
+            DictError::new(format!(
+                "sql dict: reading every user's {} failed: {e}",
+                String::from_utf8_lossy(&key)
+            ))
+        };
+        if !is_private(&key) {
+            let _ = tx.send(Err(fail(&"not a priv/ key"))).await;
+            return;
+        }
+        let Some((m, vars)) = find_map(&self.maps, &key) else {
+            let _ = tx.send(Err(fail(&"Invalid/unmapped key"))).await;
+            return;
+        };
+        let mut params = match key_params(&self.maps[m], &vars) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.send(Err(fail(&e))).await;
+                return;
+            }
+        };
+        if self.maps[m].expire_field.is_some() {
+            params.push(Param::Int(unix_now()));
+        }
+        if let Err(e) = self.run_scan(m, &params, &mut tx).await {
+            let _ = tx.send(Err(fail(&e))).await;
+        }
+    }
+
+    /// Runs the query; a connection failure before the first row is retried on a fresh
+    /// connection, as for iterations.
+    async fn run_scan(&self, m: usize, params: &[Param], tx: &mut Sender) -> Result<(), DbError> {
+        let map = &self.maps[m];
+        let queries = self.queries(self.deadline()).await?;
+        let sql = queries.sql(&Shape::Users { map: m });
+        let mut retries = 0;
+        'attempt: loop {
+            let mut conn = self.db.acquire(false, self.deadline()).await?;
+            let mut rows = conn.fetch(&sql, params);
+            let mut first = true;
+            loop {
+                let next = match tokio::time::timeout(self.timeout, rows.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        drop(rows);
+                        conn.discard();
+                        return Err(DbError::Timeout(self.timeout));
+                    }
+                };
+                let cells = match next {
+                    None => return Ok(()),
+                    Some(Ok(cells)) => cells,
+                    Some(Err(e)) => {
+                        drop(rows);
+                        if e.is_connection() {
+                            conn.discard();
+                            if first && retries < MAX_RETRIES && !matches!(e, DbError::Timeout(_))
+                            {
+                                retries += 1;
+                                continue 'attempt;
+                            }
+                        }
+                        return Err(e);
+                    }
+                };
+                first = false;
+                let mut cells = cells.into_iter();
+                let values = row_values(map, &mut cells);
+                // A row without a username belongs to nobody: no lookup can find it.
+                let Some(username) = cells.next().and_then(|c| cell_text(c, ValueType::String))
+                else {
+                    continue;
+                };
+                if tx.send(Ok(UserValues { username, values })).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
