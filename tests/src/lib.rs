@@ -29,12 +29,18 @@ pub fn server_binary() -> PathBuf {
     if let Ok(bin) = std::env::var("DICT_SERVER_BIN") {
         return PathBuf::from(bin);
     }
+    workspace_binary("dict-server")
+}
+
+/// A binary of the workspace (`quota-clone`, `dictctl`, …) cargo built next to this test
+/// executable.
+pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>/deps");
-    let bin = dir.join("dict-server");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build --workspace` first",
@@ -358,6 +364,19 @@ pub fn redis_get(key: &str) -> String {
             .arg(key),
     );
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// Deletes raw Redis keys with `redis-cli` (not through the dict).
+pub fn redis_del(keys: &[&str]) {
+    run_ok(
+        Command::new("redis-cli")
+            .arg("-h")
+            .arg(service_env("DICT_TEST_REDIS_HOST"))
+            .arg("-p")
+            .arg(service_env("DICT_TEST_REDIS_PORT"))
+            .arg("DEL")
+            .args(keys),
+    );
 }
 
 /// Where tests keep their files: the services' scratch dir when set (short socket paths).

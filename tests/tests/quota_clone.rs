@@ -1,10 +1,16 @@
 //! The real Dovecot 2.3 quota_clone plugin (`quota_clone_dict = proxy:<socket>:<name>`) saving
-//! and expunging mail through `doveadm`, with our server storing the quota in SQL: after each
-//! step the row holds exactly the bytes (vsize) and message count Dovecot reports.
+//! and expunging mail through `doveadm`, with our server storing the quota in SQL or Redis:
+//! after each step the row holds exactly the bytes (vsize) and message count Dovecot reports.
+//!
+//! Then our `quota-clone` on the same mail store: `sync --from-doveadm` rewrites the wiped
+//! rows with exactly what the plugin had written, and `export` reads them back from the
+//! backend named in the server's dovecot.conf.
 
 use std::process::{Command, Stdio};
 
-use dict_tests::{doveadm, redis_get, repo_dir, run_ok, scratch, Backend, DictServer};
+use dict_tests::{
+    doveadm, redis_del, redis_get, repo_dir, run_ok, scratch, workspace_binary, Backend, DictServer,
+};
 
 const ALICE: &str = "qc-alice@example.test";
 const BOB: &str = "qc-bob@example.test";
@@ -168,6 +174,97 @@ fn check(server: &DictServer, mail: &MailEnv, user: &str, step: &str) {
     );
 }
 
+/// (bytes, messages) as the backend stores them for `user`, read directly; empty when
+/// absent.
+fn stored(server: &DictServer, user: &str) -> (String, String) {
+    if server.backend == Backend::Redis {
+        let get = |key: &str| {
+            let raw = redis_get(&format!("{}{user}/{key}", server.redis_prefix));
+            // redis-cli --no-raw: "123" for a string, (nil) for no key.
+            raw.strip_prefix('"')
+                .and_then(|r| r.strip_suffix('"'))
+                .unwrap_or("")
+                .to_string()
+        };
+        return (get("quota/storage"), get("quota/messages"));
+    }
+    let row = server.sql(&format!(
+        "SELECT bytes, messages FROM quota WHERE username = '{user}'"
+    ));
+    match row.split_once('\t') {
+        Some((b, m)) => (b.to_string(), m.to_string()),
+        None => (row, String::new()),
+    }
+}
+
+fn wipe(server: &DictServer, user: &str) {
+    if server.backend == Backend::Redis {
+        let p = &server.redis_prefix;
+        redis_del(&[
+            &format!("{p}{user}/quota/storage"),
+            &format!("{p}{user}/quota/messages"),
+        ]);
+    } else {
+        server.sql(&format!("DELETE FROM quota WHERE username = '{user}'"));
+    }
+    assert_eq!(stored(server, user), (String::new(), String::new()));
+}
+
+fn quota_clone(args: &[&str]) -> String {
+    let out = run_ok(Command::new(workspace_binary("quota-clone")).args(args));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Our `quota-clone` against the plugin's rows: `sync --from-doveadm` on the real mail
+/// store writes the same values, and `export` reads them back.
+fn sync_and_export(server: &DictServer, mail: &MailEnv) {
+    // A second mailbox: quota counts all of them, and the doveadm sums must too.
+    mail.doveadm(&["mailbox", "create", "-u", ALICE, "Archive"], None);
+    mail.doveadm(
+        &["save", "-u", ALICE, "-m", "Archive"],
+        Some(message(5, ALICE)),
+    );
+    let plugin: Vec<(String, String)> = [ALICE, BOB].iter().map(|u| stored(server, u)).collect();
+    let (inbox_bytes, _) = mail.usage(ALICE);
+    let alice_bytes: u64 = plugin[0].0.parse().expect("alice's bytes");
+    assert!(
+        alice_bytes > inbox_bytes,
+        "the plugin counts Archive too: {plugin:?}"
+    );
+    assert_eq!(plugin[1], ("0".to_string(), "0".to_string()));
+    for user in [ALICE, BOB] {
+        wipe(server, user);
+    }
+    let uri = server.uri();
+    let summary = quota_clone(&[
+        "--dict",
+        &uri,
+        "sync",
+        "--from-doveadm",
+        "--doveadm-config",
+        &mail.conf,
+    ]);
+    assert_eq!(summary.trim(), "written: 2, failed: 0, uncertain: 0");
+    for (user, want) in [ALICE, BOB].iter().zip(&plugin) {
+        assert_eq!(
+            &stored(server, user),
+            want,
+            "{user}: sync --from-doveadm vs the plugin"
+        );
+    }
+    let conf = server.dir.path().join("dovecot.conf");
+    let conf = conf.to_str().unwrap();
+    let csv = quota_clone(&["export", "-c", conf, "--name", &server.name]);
+    assert!(csv.starts_with("user,bytes,messages\n"), "{csv}");
+    let jsonl = quota_clone(&["export", "-c", conf, "--name", &server.name, "-f", "jsonl"]);
+    for (user, (bytes, messages)) in [ALICE, BOB].iter().zip(&plugin) {
+        let line = format!("{user},{bytes},{messages}");
+        assert!(csv.lines().any(|l| l == line), "{line} in {csv}");
+        let line = format!(r#"{{"user":"{user}","bytes":{bytes},"messages":{messages}}}"#);
+        assert!(jsonl.lines().any(|l| l == line), "{line} in {jsonl}");
+    }
+}
+
 fn suite(backend: Backend) {
     let server = DictServer::start(backend, backend.driver());
     if backend != Backend::Redis {
@@ -198,6 +295,7 @@ fn suite(backend: Backend) {
     mail.doveadm(&["expunge", "-u", BOB, "mailbox", "INBOX", "all"], None);
     check(&server, &mail, BOB, "after expunge all");
     assert_eq!(mail.usage(BOB), (0, 0));
+    sync_and_export(&server, &mail);
 }
 
 #[test]

@@ -198,7 +198,10 @@ mod tests {
     #[test]
     fn users_come_back_from_their_keys() {
         let layout = KeyLayout::new("p*/");
-        assert_eq!(layout.users_pattern(b"quota/storage"), br"p\*/*/quota/storage");
+        assert_eq!(
+            layout.users_pattern(b"quota/storage"),
+            br"p\*/*/quota/storage"
+        );
         for user in ["u", r"us\er", r"user/a\b", "a/b/c", r"\"] {
             let key = layout
                 .redis_key(b"priv/quota/storage", user.as_bytes())
@@ -209,9 +212,15 @@ mod tests {
                 "{user}"
             );
         }
-        assert_eq!(layout.user_of(b"p*/a/b/quota/storage", b"quota/storage"), None);
+        assert_eq!(
+            layout.user_of(b"p*/a/b/quota/storage", b"quota/storage"),
+            None
+        );
         assert_eq!(layout.user_of(b"p*//quota/storage", b"quota/storage"), None);
-        assert_eq!(layout.user_of(b"other/u/quota/storage", b"quota/storage"), None);
+        assert_eq!(
+            layout.user_of(b"other/u/quota/storage", b"quota/storage"),
+            None
+        );
     }
 
     #[test]

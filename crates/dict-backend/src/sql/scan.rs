@@ -74,8 +74,7 @@ impl Inner {
                         drop(rows);
                         if e.is_connection() {
                             conn.discard();
-                            if first && retries < MAX_RETRIES && !matches!(e, DbError::Timeout(_))
-                            {
+                            if first && retries < MAX_RETRIES && !matches!(e, DbError::Timeout(_)) {
                                 retries += 1;
                                 continue 'attempt;
                             }

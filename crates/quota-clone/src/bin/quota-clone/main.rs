@@ -5,10 +5,14 @@
 //! quota-clone --dict <proxy uri> set <user> <bytes> <messages>
 //! quota-clone --dict <proxy uri> sync [--jobs N] [FILE | -]
 //! quota-clone --dict <proxy uri> sync --from-doveadm [--doveadm PATH] [--doveadm-config FILE]
+//! quota-clone export [--config FILE] [--name NAME | --backend URI] [--format csv|json|jsonl] [-o FILE]
 //! ```
 //!
-//! Exit codes: 0 all written, 75 a write failed or is uncertain, 65 some input unusable
-//! (everything else written), 64 usage.
+//! Exit codes: 0 all written, 75 a write failed or is uncertain (export: the backend could
+//! not be read), 65 some input unusable (everything else written; export: some values are
+//! not numbers), 64 usage, 78 (export) no such dict in the configuration.
+
+mod export;
 
 use std::collections::HashSet;
 use std::io::{IsTerminal, Read};
@@ -78,6 +82,32 @@ enum Command {
         #[arg(long, short = 'j', default_value_t = 8)]
         jobs: usize,
     },
+    /// Print everybody's cloned quota (user, bytes, messages), read straight from the
+    /// backend of a configured dict: its SQL table(s) or its Redis keys.
+    Export {
+        /// Dovecot's configuration (2.3 or 2.4 syntax), or dict-server's TOML (`*.toml`).
+        #[arg(
+            long,
+            short = 'c',
+            value_name = "FILE",
+            default_value = "/etc/dovecot/dovecot.conf"
+        )]
+        config: PathBuf,
+        /// The dict to read. Default: the name in --dict's proxy URI, else the only dict
+        /// configured.
+        #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        name: Option<String>,
+        /// A dict URI instead of a configuration, as in a 2.3 `dict { }` block:
+        /// `mysql:/etc/dovecot/dovecot-dict-sql.conf.ext`, `redis:host=127.0.0.1:port=6379`.
+        #[arg(long, value_name = "URI", conflicts_with = "config")]
+        backend: Option<String>,
+        /// Output format.
+        #[arg(long, short = 'f', value_enum, default_value = "csv")]
+        format: export::ExportFormat,
+        /// Write to FILE (replaced only once complete) instead of stdout.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -100,10 +130,6 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Some(dict) = cli.dict.clone() else {
-        eprintln!("quota-clone: --dict <proxy uri> is required (or QUOTA_CLONE_DICT)");
-        return ExitCode::from(EX_USAGE);
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -115,7 +141,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    match runtime.block_on(run(cli, &dict)) {
+    match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("quota-clone: {e:#}");
@@ -124,7 +150,35 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, dict: &str) -> Result<u8> {
+async fn run(cli: Cli) -> Result<u8> {
+    if let Command::Export {
+        config,
+        name,
+        backend,
+        format,
+        output,
+    } = &cli.command
+    {
+        let source = export::Source {
+            config,
+            name: name.as_deref(),
+            backend: backend.as_deref(),
+            proxy_uri: cli.dict.as_deref(),
+        };
+        let entry = match export::find_dict(&source) {
+            Ok(entry) => entry,
+            Err(e) => {
+                eprintln!("quota-clone: {e}");
+                return Ok(export::EX_CONFIG);
+            }
+        };
+        let timeout = Duration::from_secs(cli.timeout.max(1));
+        return export::run(&entry, timeout, *format, output.as_deref()).await;
+    }
+    let Some(dict) = cli.dict.as_deref() else {
+        eprintln!("quota-clone: --dict <proxy uri> is required (or QUOTA_CLONE_DICT)");
+        return Ok(EX_USAGE);
+    };
     let options = ClientOptions {
         protocol: if cli.protocol == 4 {
             Protocol::V4
@@ -178,6 +232,8 @@ async fn run(cli: Cli, dict: &str) -> Result<u8> {
             println!("{summary}");
             Ok(summary.exit_code())
         }
+        // Answered above, before a client was opened.
+        Command::Export { .. } => Ok(EX_USAGE),
     }
 }
 
