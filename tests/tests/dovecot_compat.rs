@@ -1,12 +1,19 @@
 //! Data written through Dovecot's own dict server reads the same through ours, and the
 //! reverse: the real Dovecot 2.3 dict process (a dict-only `dovecot -c` instance) and our
 //! server on the same Redis and the same SQLite file, driven by the real `doveadm dict`.
+//!
+//! Our client side against Dovecot's own server: `quota-clone` writes (pipelined, `--jobs
+//! 8`, with and without `--unset`) land as the plugin's rows and keys on SQLite, MariaDB,
+//! PostgreSQL and Redis, `quota-clone export` reads them back from the backend, and
+//! `dictctl` prints what `doveadm dict` prints.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dict_tests::{doveadm, run_ok, scratch, service_env, unique, Backend, DictServer, MAPS};
+use dict_tests::{
+    doveadm, run_ok, scratch, service_env, unique, workspace_binary, Backend, DictServer, MAPS,
+};
 
 /// Dovecot's own dict server, alone in a private instance.
 struct DovecotDict {
@@ -179,4 +186,251 @@ fn assert_rows(db: &Path, user: &str) {
             .arg(format!("SELECT bytes FROM quota WHERE username = '{user}'")),
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "70000");
+}
+
+/// A directory Dovecot's dict processes (the dovecot user) can read, for map files and a
+/// SQLite database of their own.
+fn shared_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("maps-")
+        .tempdir_in(scratch())
+        .unwrap();
+    run_ok(Command::new("chmod").arg("0755").arg(dir.path()));
+    dir
+}
+
+/// Dovecot's own dict server with one dict per backend (`sq`, `my`, `pg`, `r`); returns
+/// it with each dict's URI as our `--backend` reads it.
+fn dovecot_on_every_backend(dir: &Path) -> (DovecotDict, Vec<(&'static str, String)>) {
+    let db = dir.join("theirs.db");
+    let schema =
+        std::fs::File::open(dict_tests::repo_dir().join("tests/fixtures/schema-sqlite.sql"))
+            .unwrap();
+    run_ok(Command::new("sqlite3").arg(&db).stdin(schema));
+    run_ok(
+        Command::new("chown")
+            .arg("-R")
+            .arg("dovecot:dovecot")
+            .arg(dir),
+    );
+    let connect = |driver: &str| match driver {
+        "sqlite" => db.display().to_string(),
+        _ => {
+            let v = |k: &str| service_env(&format!("DICT_TEST_{}_{k}", driver.to_uppercase()));
+            format!(
+                "host={} port={} dbname={} user={} password={}",
+                v("HOST"),
+                v("PORT"),
+                v("DB"),
+                v("USER"),
+                v("PASSWORD")
+            )
+        }
+    };
+    let mut dicts = Vec::new();
+    for (name, driver) in [("sq", "sqlite"), ("my", "mysql"), ("pg", "pgsql")] {
+        let map = dir.join(format!("{name}.conf.ext"));
+        std::fs::write(&map, format!("connect = {}\n{MAPS}", connect(driver))).unwrap();
+        dicts.push((name, format!("{driver}:{}", map.display())));
+    }
+    dicts.push((
+        "r",
+        format!(
+            "redis:host={}:port={}:prefix={}/",
+            service_env("DICT_TEST_REDIS_HOST"),
+            service_env("DICT_TEST_REDIS_PORT"),
+            unique("qcd")
+        ),
+    ));
+    let block: String = dicts
+        .iter()
+        .map(|(name, uri)| format!("  {name} = {uri}\n"))
+        .collect();
+    (DovecotDict::start(&block), dicts)
+}
+
+fn quota_clone(args: &[&str]) -> String {
+    let out = run_ok(Command::new(workspace_binary("quota-clone")).args(args));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn quota_clone_writes_through_dovecots_dict_server_and_export_reads_it() {
+    let dir = shared_dir();
+    let (theirs, dicts) = dovecot_on_every_backend(dir.path());
+    for (name, backend) in &dicts {
+        let uri = theirs.uri(name);
+        let users: Vec<String> = (0..40).map(|i| unique(&format!("qc{i}-"))).collect();
+        let usage = |i: usize| (1_000_000_007 * (i as u64 + 1), 3 * i as u64);
+        let input: String = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| format!("{u}\t{}\t{}\n", usage(i).0, usage(i).1))
+            .collect();
+        let file = dir.path().join(format!("{name}.tsv"));
+        std::fs::write(&file, input).unwrap();
+        let file = file.to_str().unwrap();
+        let summary = quota_clone(&["--dict", &uri, "sync", "--jobs", "8", file]);
+        assert_eq!(
+            summary.trim(),
+            "written: 40, failed: 0, uncertain: 0",
+            "{name}"
+        );
+        // Dovecot 2.4's quota_clone_unset, in our order: the row is rewritten whole.
+        quota_clone(&["--dict", &uri, "--unset", "set", &users[0], "5", "1"]);
+        // Dovecot's server reads back what it stored, as the plugin's data.
+        for (i, user) in users.iter().enumerate().skip(1).step_by(13) {
+            let (bytes, messages) = usage(i);
+            assert_eq!(
+                get(&uri, Some(user), "priv/quota/storage"),
+                (0, format!("{bytes}\n")),
+                "{name}"
+            );
+            assert_eq!(
+                get(&uri, Some(user), "priv/quota/messages"),
+                (0, format!("{messages}\n")),
+                "{name}"
+            );
+        }
+        // The backend as Dovecot left it, read by export.
+        let csv = quota_clone(&["export", "--backend", backend]);
+        let mut want = vec![format!("{},5,1", users[0])];
+        want.extend(
+            users
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(i, u)| format!("{u},{},{}", usage(i).0, usage(i).1)),
+        );
+        for line in &want {
+            assert!(
+                csv.lines().any(|l| l == line),
+                "{name}: {line} not in the export"
+            );
+        }
+    }
+}
+
+/// `dictctl` and `doveadm dict` against Dovecot's own server print the same bytes and exit
+/// with the same code.
+#[test]
+fn dictctl_prints_what_doveadm_prints_against_dovecots_dict_server() {
+    let dir = shared_dir();
+    let (theirs, _) = dovecot_on_every_backend(dir.path());
+    let conf = service_env("DICT_TEST_DOVEADM_CONF");
+    let dictctl = workspace_binary("dictctl");
+    let user = unique("ctl");
+    let scope = unique("s");
+    let mut cases = 0;
+    for name in ["sq", "my", "r"] {
+        let uri = theirs.uri(name);
+        let kv = |n: &str| format!("shared/kv/{scope}/{n}");
+        let steps: Vec<Vec<String>> = vec![
+            vec![
+                "set".into(),
+                "-u".into(),
+                user.clone(),
+                uri.clone(),
+                "priv/quota/storage".into(),
+                "100".into(),
+            ],
+            vec![
+                "get".into(),
+                "-u".into(),
+                user.clone(),
+                uri.clone(),
+                "priv/quota/storage".into(),
+            ],
+            vec![
+                "inc".into(),
+                "-u".into(),
+                user.clone(),
+                uri.clone(),
+                "priv/quota/storage".into(),
+                "23".into(),
+            ],
+            vec![
+                "get".into(),
+                "-u".into(),
+                user.clone(),
+                uri.clone(),
+                "priv/quota/storage".into(),
+            ],
+            vec![
+                "get".into(),
+                "-u".into(),
+                user.clone(),
+                uri.clone(),
+                "priv/quota/messages".into(),
+            ],
+            vec!["set".into(), uri.clone(), kv("a"), "va\tl".into()],
+            vec!["set".into(), uri.clone(), kv("b"), "2".into()],
+            vec!["get".into(), uri.clone(), kv("a")],
+            vec!["get".into(), uri.clone(), kv("missing")],
+            vec!["unset".into(), uri.clone(), kv("b")],
+            vec!["get".into(), uri.clone(), kv("b")],
+            vec!["get".into(), uri.clone(), "nonsense/key".into()],
+            // Dovecot's Redis dict cannot iterate: both fail alike there.
+            vec!["iter".into(), uri.clone(), format!("shared/kv/{scope}/")],
+            vec![
+                "iter".into(),
+                "-V".into(),
+                uri.clone(),
+                format!("shared/kv/{scope}/"),
+            ],
+        ];
+        for step in &steps {
+            for format in ["flow", "tab", "json"] {
+                // Writes run once, through doveadm, then the reads are compared.
+                let writes = matches!(step[0].as_str(), "set" | "inc" | "unset");
+                let mut args: Vec<String> =
+                    vec!["-c".into(), conf.clone(), "-f".into(), format.into()];
+                let theirs_out = Command::new(service_env("DICT_TEST_DOVEADM"))
+                    .args(&args)
+                    .arg("dict")
+                    .args(step)
+                    .output()
+                    .unwrap();
+                if writes {
+                    assert_eq!(theirs_out.status.code(), Some(0), "doveadm {step:?}");
+                    break;
+                }
+                args.extend(step.iter().cloned());
+                let ours_out = Command::new(&dictctl).args(&args).output().unwrap();
+                assert_eq!(
+                    (
+                        String::from_utf8_lossy(&ours_out.stdout),
+                        ours_out.status.code()
+                    ),
+                    (
+                        String::from_utf8_lossy(&theirs_out.stdout),
+                        theirs_out.status.code()
+                    ),
+                    "{name}: {format} {step:?}: dictctl vs doveadm"
+                );
+                cases += 1;
+            }
+        }
+        // And dictctl's writes land where doveadm reads them.
+        let ours = Command::new(&dictctl)
+            .args([
+                "-c",
+                &conf,
+                "set",
+                "-u",
+                &user,
+                &uri,
+                "priv/quota/messages",
+                "7",
+            ])
+            .status()
+            .unwrap();
+        assert!(ours.success());
+        assert_eq!(
+            get(&uri, Some(&user), "priv/quota/messages"),
+            (0, "7\n".to_string())
+        );
+    }
+    // 9 reads, 3 formats, 3 dicts.
+    assert_eq!(cases, 9 * 3 * 3, "comparisons");
 }
