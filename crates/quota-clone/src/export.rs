@@ -53,16 +53,16 @@ pub enum Format {
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     /// The backend could not be read; nothing is returned.
-    #[error("{0}")]
+    #[error(transparent)]
     Backend(#[from] DictError),
     /// Writing the output failed.
-    #[error("writing the export: {0}")]
+    #[error("writing the export")]
     Output(#[from] std::io::Error),
     /// Encoding a CSV row failed.
-    #[error("writing the export: {0}")]
+    #[error("writing the export")]
     Csv(#[from] csv::Error),
     /// Encoding JSON failed.
-    #[error("writing the export: {0}")]
+    #[error("writing the export")]
     Json(#[from] serde_json::Error),
 }
 
