@@ -1307,3 +1307,60 @@ async fn starts_while_redis_is_down() {
         Some(&b"again"[..])
     );
 }
+
+/// `scan_users`: every user's value of one `priv/` key, usernames unescaped, other keys
+/// (deeper paths, other users' other keys, keys outside the prefix) left out.
+#[tokio::test]
+async fn scan_users_reads_every_users_key() {
+    let prefix = unique_prefix();
+    let d = dict(&params(&prefix));
+    let mut r = raw().await;
+    let users = ["alice", r"us\er", r"a/b\c", "x*y?"];
+    for (i, user) in users.iter().enumerate() {
+        commit_ok(
+            &d,
+            txn(
+                user,
+                vec![
+                    set("priv/quota/storage", &format!("{}", 100 + i)),
+                    set("priv/quota/messages", &format!("{i}")),
+                ],
+            ),
+        )
+        .await;
+    }
+    commit_ok(&d, txn("bob", vec![set("priv/quota/storage/deeper", "1")])).await;
+    commit_ok(&d, txn("", vec![set("shared/a/b/quota/storage", "2")])).await;
+    // Same key names under another prefix: not ours.
+    let other = unique_prefix();
+    raw_set(&mut r, format!("{other}zed/quota/storage").as_bytes(), b"9").await;
+    let mut found: Vec<(String, Vec<String>)> = d
+        .scan_users(b"priv/quota/storage")
+        .map(|u| {
+            let u = u.expect("scan works");
+            (
+                String::from_utf8(u.username).unwrap(),
+                u.values
+                    .into_iter()
+                    .map(|v| String::from_utf8(v).unwrap())
+                    .collect(),
+            )
+        })
+        .collect()
+        .await;
+    found.sort();
+    let mut want: Vec<(String, Vec<String>)> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.to_string(), vec![format!("{}", 100 + i)]))
+        .collect();
+    want.sort();
+    assert_eq!(found, want);
+    let err: Vec<_> = d.scan_users(b"shared/quota/storage").collect().await;
+    assert!(
+        matches!(&err[..], [Err(e)] if e.0.contains("priv/")),
+        "{err:?}"
+    );
+    cleanup(&mut r, &prefix).await;
+    cleanup(&mut r, &other).await;
+}

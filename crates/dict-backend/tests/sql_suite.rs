@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use dict_backend::sql::{SqlDict, SqlOptions};
 use dict_backend::{Change, CommitResult, Dict, IterRow, IterateOptions, Transaction};
 use dict_config::{SqlDriver, SqlMapFile};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use sqlx::{MySqlPool, PgPool, Row, SqlitePool};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -580,10 +580,97 @@ suite!(
     concurrent_writers_and_readers,
     expire_field_hides_and_sweeps_expired_rows,
     double_and_uuid_types,
+    scan_users_reads_every_user,
 );
 
 mod cases {
     use super::*;
+
+    /// `Dict::scan_users`, sorted by user, values as text.
+    async fn scan(dict: &SqlDict, key: &str) -> Result<Vec<(String, Vec<String>)>, String> {
+        let mut rows: Vec<(String, Vec<String>)> = dict
+            .scan_users(key.as_bytes())
+            .map(|r| {
+                r.map(|u| {
+                    (
+                        String::from_utf8(u.username).unwrap(),
+                        u.values
+                            .into_iter()
+                            .map(|v| String::from_utf8(v).unwrap())
+                            .collect(),
+                    )
+                })
+            })
+            .try_collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        rows.sort();
+        Ok(rows)
+    }
+
+    /// Every user's values of a `priv/` key, as each user's lookup would return them:
+    /// plain and multi-value maps, bound key fields, hexblob, expired rows left out.
+    pub async fn scan_users_reads_every_user(env: &Env) {
+        for (user, bytes, messages) in [("bob", "20", "2"), ("alice", "10", "1")] {
+            let changes = vec![
+                set("priv/quota/storage", bytes),
+                set("priv/quota/messages", messages),
+            ];
+            assert_eq!(env.commit(user, changes).await, CommitResult::Ok);
+        }
+        assert_eq!(
+            env.commit(
+                "carol",
+                vec![set("priv/kv/x", "cx"), set("priv/kv/y", "cy")]
+            )
+            .await,
+            CommitResult::Ok
+        );
+        assert_eq!(
+            env.commit(
+                "alice",
+                vec![set("priv/kv/x", "ax"), set("priv/blob/6a", "00ff")]
+            )
+            .await,
+            CommitResult::Ok
+        );
+        let one = |u: &str, v: &str| (u.to_string(), vec![v.to_string()]);
+        assert_eq!(
+            scan(&env.dict, "priv/quota/storage").await.unwrap(),
+            vec![one("alice", "10"), one("bob", "20")]
+        );
+        assert_eq!(
+            scan(&env.dict, "priv/quota/both").await.unwrap(),
+            vec![
+                ("alice".into(), vec!["10".into(), "1".into()]),
+                ("bob".into(), vec!["20".into(), "2".into()])
+            ]
+        );
+        assert_eq!(
+            scan(&env.dict, "priv/kv/x").await.unwrap(),
+            vec![one("alice", "ax"), one("carol", "cx")]
+        );
+        assert_eq!(
+            scan(&env.dict, "priv/blob/6A").await.unwrap(),
+            vec![one("alice", "00ff")]
+        );
+        assert_eq!(scan(&env.dict, "priv/kv/none").await.unwrap(), vec![]);
+        for bad in ["shared/kv/a/b", "priv/unmapped", "priv/nouser/x"] {
+            let e = scan(&env.dict, bad).await.unwrap_err();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        let expq = env.t("expq");
+        env.exec(&format!(
+            "INSERT INTO {expq} (username, bytes, messages, expires) VALUES ('gone', 1, 1, {}), ('live', 2, 2, NULL), ('later', 3, 3, {})",
+            now() - 10,
+            now() + 3600
+        ))
+        .await;
+        assert_eq!(
+            scan(&env.dict24, "priv/exp/storage").await.unwrap(),
+            vec![one("later", "3"), one("live", "2")]
+        );
+    }
 
     fn now() -> i64 {
         std::time::SystemTime::now()
