@@ -543,11 +543,44 @@ impl Inner {
             Shape::Iterate { bound, .. } => map.fields.len() - bound,
             _ => 0,
         };
+        self.send_rows(sql, params, tx, |cells| {
+            let mut cells = cells.into_iter();
+            let values = if opts.no_value {
+                vec![Vec::new()]
+            } else {
+                row_values(map, &mut cells)
+            };
+            let first_key = map.fields.len() - selected_keys;
+            let keys: Vec<Option<Vec<u8>>> = map.fields[first_key..]
+                .iter()
+                .map(|f| cells.next().and_then(|c| cell_text(c, f.value_type)))
+                .collect();
+            // The rest of the pattern names the last `key_fields` selected columns.
+            let keys = &keys[keys.len().saturating_sub(key_fields)..];
+            let key = rebuild_key(path, pattern, &m, keys);
+            Some(IterRow { key, values })
+        })
+        .await
+    }
+
+    /// Runs a read and sends what `row` makes of each row (`None`: nothing) into `tx` as
+    /// rows arrive; returns the number sent, or `None` when the receiver went away. Each
+    /// row must come within the timeout. A connection failure before the first row is
+    /// retried on a fresh connection (the database restarted and the pooled one is dead);
+    /// after it, the error is returned.
+    async fn send_rows<T>(
+        &self,
+        sql: &str,
+        params: &[Param],
+        tx: &mut mpsc::Sender<Result<T, DictError>>,
+        mut row: impl FnMut(Vec<Cell>) -> Option<T>,
+    ) -> Result<Option<u64>, DbError> {
+        let mut sent = 0u64;
         let mut retries = 0;
         'attempt: loop {
             let mut conn = self.db.acquire(false, self.deadline()).await?;
             let mut rows = conn.fetch(sql, params);
-            let mut count = 0u64;
+            let mut first = true;
             loop {
                 let next = match tokio::time::timeout(self.timeout, rows.next()).await {
                     Ok(next) => next,
@@ -557,41 +590,28 @@ impl Inner {
                         return Err(DbError::Timeout(self.timeout));
                     }
                 };
-                let cells = match next {
-                    None => return Ok(Some(count)),
-                    Some(Ok(cells)) => cells,
+                match next {
+                    None => return Ok(Some(sent)),
+                    Some(Ok(cells)) => {
+                        first = false;
+                        if let Some(item) = row(cells) {
+                            if tx.send(Ok(item)).await.is_err() {
+                                return Ok(None);
+                            }
+                            sent += 1;
+                        }
+                    }
                     Some(Err(e)) => {
                         drop(rows);
                         if e.is_connection() {
                             conn.discard();
-                            if count == 0
-                                && retries < MAX_RETRIES
-                                && !matches!(e, DbError::Timeout(_))
-                            {
+                            if first && retries < MAX_RETRIES && !matches!(e, DbError::Timeout(_)) {
                                 retries += 1;
                                 continue 'attempt;
                             }
                         }
                         return Err(e);
                     }
-                };
-                let mut cells = cells.into_iter();
-                let values = if opts.no_value {
-                    vec![Vec::new()]
-                } else {
-                    row_values(map, &mut cells)
-                };
-                let first_key = map.fields.len() - selected_keys;
-                let keys: Vec<Option<Vec<u8>>> = map.fields[first_key..]
-                    .iter()
-                    .map(|f| cells.next().and_then(|c| cell_text(c, f.value_type)))
-                    .collect();
-                // The rest of the pattern names the last `key_fields` selected columns.
-                let keys = &keys[keys.len().saturating_sub(key_fields)..];
-                let key = rebuild_key(path, pattern, &m, keys);
-                count += 1;
-                if tx.send(Ok(IterRow { key, values })).await.is_err() {
-                    return Ok(None);
                 }
             }
         }

@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use dict_config::ValueType;
 use futures::SinkExt;
-use futures::StreamExt;
 
 use super::driver::DbError;
 use super::query::{find_map, is_private, key_params, Param, Shape};
-use super::{cell_text, row_values, unix_now, Inner, MAX_RETRIES};
+use super::{cell_text, row_values, unix_now, Inner};
 use crate::{DictError, UserValues};
 
 type Sender = futures::channel::mpsc::Sender<Result<UserValues, DictError>>;
@@ -47,53 +46,19 @@ impl Inner {
         }
     }
 
-    /// Runs the query; a connection failure before the first row is retried on a fresh
-    /// connection, as for iterations.
+    /// Runs the query and sends its rows.
     async fn run_scan(&self, m: usize, params: &[Param], tx: &mut Sender) -> Result<(), DbError> {
         let map = &self.maps[m];
         let queries = self.queries(self.deadline()).await?;
         let sql = queries.sql(&Shape::Users { map: m });
-        let mut retries = 0;
-        'attempt: loop {
-            let mut conn = self.db.acquire(false, self.deadline()).await?;
-            let mut rows = conn.fetch(&sql, params);
-            let mut first = true;
-            loop {
-                let next = match tokio::time::timeout(self.timeout, rows.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        drop(rows);
-                        conn.discard();
-                        return Err(DbError::Timeout(self.timeout));
-                    }
-                };
-                let cells = match next {
-                    None => return Ok(()),
-                    Some(Ok(cells)) => cells,
-                    Some(Err(e)) => {
-                        drop(rows);
-                        if e.is_connection() {
-                            conn.discard();
-                            if first && retries < MAX_RETRIES && !matches!(e, DbError::Timeout(_)) {
-                                retries += 1;
-                                continue 'attempt;
-                            }
-                        }
-                        return Err(e);
-                    }
-                };
-                first = false;
-                let mut cells = cells.into_iter();
-                let values = row_values(map, &mut cells);
-                // A row without a username belongs to nobody: no lookup can find it.
-                let Some(username) = cells.next().and_then(|c| cell_text(c, ValueType::String))
-                else {
-                    continue;
-                };
-                if tx.send(Ok(UserValues { username, values })).await.is_err() {
-                    return Ok(());
-                }
-            }
-        }
+        self.send_rows(&sql, params, tx, |cells| {
+            let mut cells = cells.into_iter();
+            let values = row_values(map, &mut cells);
+            // A row without a username belongs to nobody: no lookup can find it.
+            let username = cells.next().and_then(|c| cell_text(c, ValueType::String))?;
+            Some(UserValues { username, values })
+        })
+        .await
+        .map(|_| ())
     }
 }
