@@ -581,10 +581,77 @@ suite!(
     expire_field_hides_and_sweeps_expired_rows,
     double_and_uuid_types,
     scan_users_reads_every_user,
+    concurrent_commits_fail_alone,
 );
 
 mod cases {
     use super::*;
+
+    /// Commits arriving together (on SQLite: applied as one group, one transaction with a
+    /// savepoint each) keep their own outcomes: a failing statement fails only its
+    /// commit, a missing row makes only its commit NOTFOUND, the rest are stored.
+    pub async fn concurrent_commits_fail_alone(env: &Env) {
+        env.exec(&format!("DROP TABLE {}", env.t("single"))).await;
+        // SQLite: another connection holds the write lock, so that the commits queue up
+        // behind the first one and the writer takes them together.
+        let mut lock = match &env.raw {
+            Raw::Sqlite(pool) => {
+                let mut c = pool.acquire().await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+                Some(c)
+            }
+            _ => None,
+        };
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let dict = env.dict.clone();
+            let (user, changes) = match i {
+                7 => (String::new(), vec![set("shared/single", "x")]),
+                11 => ("nobody".to_string(), vec![inc("priv/quota/storage", 5)]),
+                _ => (
+                    format!("g{i}"),
+                    vec![
+                        set("priv/quota/storage", &format!("{}", 1000 + i)),
+                        set("priv/quota/messages", &format!("{i}")),
+                    ],
+                ),
+            };
+            tasks.push(tokio::spawn(async move {
+                dict.commit(Transaction {
+                    username: user.into_bytes(),
+                    changes,
+                    ..Default::default()
+                })
+                .await
+            }));
+            if i == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        if let Some(c) = lock.as_mut() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            sqlx::query("ROLLBACK").execute(&mut **c).await.unwrap();
+        }
+        drop(lock);
+        for (i, task) in tasks.into_iter().enumerate() {
+            let result = task.await.unwrap();
+            match i {
+                7 => assert!(failed(result).contains("single"), "commit {i}"),
+                11 => assert_eq!(result, CommitResult::NotFound, "commit {i}"),
+                _ => {
+                    assert_eq!(result, CommitResult::Ok, "commit {i}");
+                    assert_eq!(
+                        env.get("priv/quota/both", &format!("g{i}")).await,
+                        Some(vec![format!("{}", 1000 + i), format!("{i}")])
+                    );
+                }
+            }
+        }
+        assert_eq!(env.get("priv/quota/storage", "nobody").await, None);
+    }
 
     /// `Dict::scan_users`, sorted by user, values as text.
     async fn scan(dict: &SqlDict, key: &str) -> Result<Vec<(String, Vec<String>)>, String> {

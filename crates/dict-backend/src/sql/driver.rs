@@ -327,6 +327,8 @@ pub(crate) enum Db {
     Sqlite {
         readers: Pool<Sqlite>,
         writer: Pool<Sqlite>,
+        /// Dict commits go through here, several to a transaction.
+        group: super::group::GroupCommit,
     },
     Mysql(Hosts<MySql>),
     Postgres(Hosts<Postgres>),
@@ -366,6 +368,44 @@ macro_rules! with_conn {
     };
 }
 
+/// Runs the steps of one dict commit on `$exec` (a transaction or savepoint of database
+/// `$db`); the future's output says whether a counted statement touched no row.
+macro_rules! run_steps {
+    ($db:ty, $exec:expr, $steps:expr) => {
+        async {
+            let mut missing = false;
+            for step in $steps {
+                match step {
+                    Exec::Run { sql, params, count } => {
+                        let done = <$db as Backend>::query(sql, params)?
+                            .execute(&mut *$exec)
+                            .await?;
+                        if *count && done.rows_affected() == 0 {
+                            missing = true;
+                        }
+                    }
+                    Exec::UpdateElseInsert {
+                        update,
+                        update_params,
+                        insert,
+                        insert_params,
+                    } => {
+                        let done = <$db as Backend>::query(update, update_params)?
+                            .execute(&mut *$exec)
+                            .await?;
+                        if done.rows_affected() == 0 {
+                            <$db as Backend>::query(insert, insert_params)?
+                                .execute(&mut *$exec)
+                                .await?;
+                        }
+                    }
+                }
+            }
+            Ok::<bool, DbError>(missing)
+        }
+    };
+}
+
 /// Options shared by all SQLite connections of a dict.
 pub(crate) struct SqliteSettings {
     pub create: bool,
@@ -399,7 +439,12 @@ impl Db {
                     .max_connections(sqlite.readers.max(1))
                     .acquire_timeout(timeout)
                     .connect_lazy_with(options.create_if_missing(false));
-                Ok(Db::Sqlite { readers, writer })
+                let group = super::group::GroupCommit::spawn(writer.clone(), timeout);
+                Ok(Db::Sqlite {
+                    readers,
+                    writer,
+                    group,
+                })
             }
             Target::Mysql { hosts, pool } => Ok(Db::Mysql(hosts_of(
                 hosts, pool, timeout, mysql_pool, mysql_name,
@@ -407,6 +452,14 @@ impl Db {
             Target::Postgres { hosts, pool } => Ok(Db::Postgres(hosts_of(
                 hosts, pool, timeout, pg_pool, pg_name,
             ))),
+        }
+    }
+
+    /// SQLite's group commit queue.
+    pub fn group(&self) -> Option<&super::group::GroupCommit> {
+        match self {
+            Db::Sqlite { group, .. } => Some(group),
+            _ => None,
         }
     }
 
@@ -422,7 +475,9 @@ impl Db {
     pub async fn acquire(&self, write: bool, deadline: Instant) -> Result<Conn, DbError> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match self {
-            Db::Sqlite { readers, writer } => {
+            Db::Sqlite {
+                readers, writer, ..
+            } => {
                 let pool = if write { writer } else { readers };
                 match tokio::time::timeout(remaining, pool.acquire()).await {
                     Ok(conn) => Ok(Conn::Sqlite(conn?)),
@@ -436,7 +491,9 @@ impl Db {
 
     pub async fn close(&self) {
         match self {
-            Db::Sqlite { readers, writer } => {
+            Db::Sqlite {
+                readers, writer, ..
+            } => {
                 readers.close().await;
                 writer.close().await;
             }
@@ -559,27 +616,49 @@ impl Conn {
                 Connection::begin(&mut **c).await?
             };
             *phase = Phase::Statements;
-            let mut missing = false;
-            for step in steps {
-                match step {
-                    Exec::Run { sql, params, count } => {
-                        let done = <DB as Backend>::query(sql, params)?.execute(&mut *tx).await?;
-                        if *count && done.rows_affected() == 0 {
-                            missing = true;
-                        }
-                    }
-                    Exec::UpdateElseInsert { update, update_params, insert, insert_params } => {
-                        let done = <DB as Backend>::query(update, update_params)?.execute(&mut *tx).await?;
-                        if done.rows_affected() == 0 {
-                            <DB as Backend>::query(insert, insert_params)?.execute(&mut *tx).await?;
-                        }
-                    }
-                }
-            }
+            let missing = run_steps!(DB, tx, steps).await?;
             *phase = Phase::Committing;
             tx.commit().await?;
             Ok(missing)
         })
+    }
+
+    /// SQLite group commit: several dict commits in one database transaction, so that
+    /// they share one fsync. Each commit runs in a savepoint of its own: a commit whose
+    /// statement fails is rolled back alone and gets its error; the others stay. The
+    /// outer `Result` is the transaction's own (BEGIN, a savepoint, COMMIT); `phase` says
+    /// how far it got.
+    pub async fn group_transaction(
+        &mut self,
+        commits: &[&[Exec]],
+        phase: &mut Phase,
+    ) -> Result<Vec<Result<bool, DbError>>, DbError> {
+        *phase = Phase::Begin;
+        let Conn::Sqlite(c) = self else {
+            return Err(DbError::Invalid("group commit is for SQLite only".into()));
+        };
+        let mut tx = Connection::begin_with(&mut **c, "BEGIN IMMEDIATE").await?;
+        *phase = Phase::Statements;
+        let mut results = Vec::with_capacity(commits.len());
+        for steps in commits {
+            let mut savepoint = tx.begin().await?;
+            match run_steps!(Sqlite, savepoint, *steps).await {
+                Ok(missing) => {
+                    savepoint.commit().await?;
+                    results.push(Ok(missing));
+                }
+                // The statement (or binding its values) failed: this commit alone.
+                Err(e) if e.is_database() || matches!(e, DbError::Invalid(_)) => {
+                    savepoint.rollback().await?;
+                    results.push(Err(e));
+                }
+                // The connection itself failed: the whole transaction is gone.
+                Err(e) => return Err(e),
+            }
+        }
+        *phase = Phase::Committing;
+        tx.commit().await?;
+        Ok(results)
     }
 
     /// Don't give this connection back to the pool (its state is unknown).

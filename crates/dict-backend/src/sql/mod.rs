@@ -6,6 +6,7 @@
 //! * [`commit`]: a dict transaction as the statements of one SQL transaction.
 //! * [`dialect`]: placeholders, upserts and PostgreSQL's typed parameters.
 //! * [`driver`]: the sqlx pools, rows as [`driver::Cell`]s, transactions.
+//! * [`group`]: SQLite's group commit (commits queued together share one transaction).
 //! * [`connect`]: the map file's `connect` string.
 //!
 //! Where this differs from Dovecot 2.3.19 (all deliberate):
@@ -35,6 +36,7 @@ mod commit;
 mod connect;
 mod dialect;
 mod driver;
+mod group;
 mod pattern;
 mod query;
 mod scan;
@@ -702,6 +704,14 @@ impl Dict for SqlDict {
         };
         if steps.is_empty() {
             return CommitResult::Ok;
+        }
+        if let Some(group) = inner.db.group() {
+            return match group.commit(steps, deadline).await {
+                group::Outcome::Applied(false) => CommitResult::Ok,
+                group::Outcome::Applied(true) => CommitResult::NotFound,
+                group::Outcome::Failed(e) => CommitResult::Failed(failed(&e)),
+                group::Outcome::Uncertain(e) => CommitResult::WriteUncertain(failed(&e)),
+            };
         }
         let mut retries = 0;
         loop {
