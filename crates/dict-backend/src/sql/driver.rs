@@ -439,7 +439,7 @@ impl Db {
                     .max_connections(sqlite.readers.max(1))
                     .acquire_timeout(timeout)
                     .connect_lazy_with(options.create_if_missing(false));
-                let group = super::group::GroupCommit::spawn(writer.clone(), timeout);
+                let group = super::group::GroupCommit::spawn(writer.clone(), timeout)?;
                 Ok(Db::Sqlite {
                     readers,
                     writer,

@@ -54,12 +54,14 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writer task on `writer` (a pool of one connection); it ends when the
-    /// last `GroupCommit` is dropped.
-    pub fn spawn(writer: Pool<Sqlite>, timeout: Duration) -> GroupCommit {
+    /// Starts the writer task on `writer` (a pool of one connection) in the current tokio
+    /// runtime; it ends when the last `GroupCommit` is dropped.
+    pub fn spawn(writer: Pool<Sqlite>, timeout: Duration) -> Result<GroupCommit, DbError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| DbError::Invalid("SQLite dicts need a tokio runtime".into()))?;
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(write_loop(writer, queue));
-        GroupCommit { jobs, timeout }
+        runtime.spawn(write_loop(writer, queue));
+        Ok(GroupCommit { jobs, timeout })
     }
 
     /// Applies `steps` as one dict commit, with the commits queued alongside.
