@@ -328,7 +328,7 @@ pub(crate) enum Db {
         readers: Pool<Sqlite>,
         writer: Pool<Sqlite>,
         /// Dict commits go through here, several to a transaction.
-        group: super::group::GroupCommit,
+        group: Arc<super::group::GroupCommit>,
     },
     Mysql(Hosts<MySql>),
     Postgres(Hosts<Postgres>),
@@ -439,7 +439,7 @@ impl Db {
                     .max_connections(sqlite.readers.max(1))
                     .acquire_timeout(timeout)
                     .connect_lazy_with(options.create_if_missing(false));
-                let group = super::group::GroupCommit::spawn(writer.clone(), timeout)?;
+                let group = Arc::new(super::group::GroupCommit::new(writer.clone(), timeout));
                 Ok(Db::Sqlite {
                     readers,
                     writer,

@@ -1,28 +1,30 @@
 //! Group commit for SQLite. SQLite has one writer and syncs the file at every COMMIT, so
-//! commits arriving together wait for each other's fsync. A writer task takes every
-//! commit that is queued when it becomes free and applies them in one transaction, each in
-//! a savepoint of its own ([`Conn::group_transaction`]): one fsync for the lot, and a
-//! commit whose statement fails still fails alone. A commit is acknowledged only after the
-//! COMMIT that contains it, so durability is the same as one transaction each.
+//! commits arriving together wait for each other's fsync. Every commit is queued; the
+//! caller that gets the writer (the leader) takes every queued commit and applies them in
+//! one transaction, each in a savepoint of its own ([`Conn::group_transaction`]): one
+//! fsync for the lot, and a commit whose statement fails still fails alone. The others
+//! wait for their outcome, or for their turn to lead. Alone, a commit is its own leader and
+//! runs at once, with no hand-off to another task. A commit is acknowledged only after
+//! the COMMIT that contains it, so durability is the same as one transaction each.
 //!
 //! A caller that gives up (its deadline passed) while its commit is still queued takes
-//! it back, and gets `Failed`; once the writer has taken it, the outcome is unknown to the
-//! caller (`WriteUncertain`), as for a COMMIT sent to a server.
+//! it back, and gets `Failed`; once a leader has taken it, the outcome is unknown to the
+//! caller (`WriteUncertain`), as for a COMMIT sent to a server. So is the outcome of the
+//! commits of a leader whose caller went away while applying them.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::{Pool, Sqlite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 
 use super::driver::{Conn, DbError, Exec, Phase};
 
 /// Commits applied in one transaction at most.
 const MAX_GROUP: usize = 64;
-/// Commits waiting for the writer before callers wait to queue.
-const QUEUE: usize = 1024;
 
 const QUEUED: u8 = 0;
 const TAKEN: u8 = 1;
@@ -47,44 +49,63 @@ struct Job {
 }
 
 /// The queue in front of a SQLite dict's writer connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct GroupCommit {
-    jobs: mpsc::Sender<Job>,
+    writer: Pool<Sqlite>,
+    queue: Mutex<VecDeque<Job>>,
+    /// Held by the caller applying a group.
+    leader: tokio::sync::Mutex<()>,
     timeout: Duration,
 }
 
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("steps", &self.steps.len()).finish()
+    }
+}
+
 impl GroupCommit {
-    /// Starts the writer task on `writer` (a pool of one connection) in the current tokio
-    /// runtime; it ends when the last `GroupCommit` is dropped.
-    pub fn spawn(writer: Pool<Sqlite>, timeout: Duration) -> Result<GroupCommit, DbError> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| DbError::Invalid("SQLite dicts need a tokio runtime".into()))?;
-        let (jobs, queue) = mpsc::channel(QUEUE);
-        runtime.spawn(write_loop(writer, queue));
-        Ok(GroupCommit { jobs, timeout })
+    /// Commits on `writer` (a pool of one connection).
+    pub fn new(writer: Pool<Sqlite>, timeout: Duration) -> GroupCommit {
+        GroupCommit {
+            writer,
+            queue: Mutex::new(VecDeque::new()),
+            leader: tokio::sync::Mutex::new(()),
+            timeout,
+        }
     }
 
     /// Applies `steps` as one dict commit, with the commits queued alongside.
     pub async fn commit(&self, steps: Vec<Exec>, deadline: Instant) -> Outcome {
         let state = Arc::new(AtomicU8::new(QUEUED));
-        let (done, result) = oneshot::channel();
-        let job = Job {
+        let (done, mut result) = oneshot::channel();
+        self.queue.lock().expect("group queue lock").push_back(Job {
             steps,
             deadline,
             state: state.clone(),
             done,
+        });
+        let abandoned = || Outcome::Uncertain("the commit's group was abandoned".into());
+        let work = async {
+            loop {
+                tokio::select! {
+                    biased;
+                    outcome = &mut result => return outcome.unwrap_or_else(|_| abandoned()),
+                    guard = self.leader.lock() => {
+                        let group = self.take_group();
+                        if group.is_empty() {
+                            // An earlier leader took ours and has finished with it.
+                            drop(guard);
+                            return (&mut result).await.unwrap_or_else(|_| abandoned());
+                        }
+                        tracing::trace!(commits = group.len(), "sqlite group commit");
+                        apply(&self.writer, group).await;
+                    }
+                }
+            }
         };
-        let queued = match timeout_at(deadline, self.jobs.send(job)).await {
-            Ok(r) => r,
-            Err(_) => return Outcome::Failed(DbError::Timeout(self.timeout).to_string()),
-        };
-        if queued.is_err() {
-            return Outcome::Failed("the SQLite writer has stopped".into());
-        }
-        match timeout_at(deadline, result).await {
-            Ok(Ok(outcome)) => outcome,
-            // The writer task went away with the commit (it panicked or the runtime ends).
-            Ok(Err(_)) => Outcome::Uncertain("the SQLite writer stopped".into()),
+        match timeout_at(deadline, work).await {
+            Ok(outcome) => outcome,
             Err(_) => {
                 let took_back = state
                     .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
@@ -98,27 +119,23 @@ impl GroupCommit {
             }
         }
     }
-}
 
-async fn write_loop(writer: Pool<Sqlite>, mut queue: mpsc::Receiver<Job>) {
-    while let Some(first) = queue.recv().await {
-        let mut group = vec![first];
+    /// The queued commits, oldest first, at most [`MAX_GROUP`]; those whose caller gave up
+    /// are dropped.
+    fn take_group(&self) -> Vec<Job> {
+        let mut queue = self.queue.lock().expect("group queue lock");
+        let mut group = Vec::new();
         while group.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        // Callers that gave up have taken theirs back.
-        group.retain(|job| {
-            job.state
+            let Some(job) = queue.pop_front() else { break };
+            if job
+                .state
                 .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
-        });
-        if !group.is_empty() {
-            tracing::trace!(commits = group.len(), "sqlite group commit");
-            apply(&writer, group).await;
+            {
+                group.push(job);
+            }
         }
+        group
     }
 }
 
