@@ -1900,6 +1900,75 @@ async fn pgsql_down_gives_prompt_errors() {
     task.abort();
 }
 
+/// SQLite commits stuck behind another process's write lock until their deadline all
+/// fail (none is "uncertain"), and none of them is applied later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_commits_queued_past_their_deadline_fail_and_are_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("locked.db");
+    let raw = SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    for sql in schema(Kind::Sqlite, "") {
+        sqlx::query(&sql).execute(&raw).await.unwrap();
+    }
+    let file = SqlMapFile::parse_str(
+        &format!("connect = {}\n{}", path.display(), maps("")),
+        "/test/m.conf",
+    )
+    .unwrap();
+    let dict = SqlDict::connect(
+        SqlDriver::Sqlite,
+        file,
+        SqlOptions {
+            timeout: Duration::from_millis(400),
+            ..SqlOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut lock = raw.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let dict = dict.clone();
+            tokio::spawn(async move {
+                dict.commit(Transaction {
+                    username: format!("late{i}").into_bytes(),
+                    changes: vec![set("priv/quota/storage", "1")],
+                    ..Default::default()
+                })
+                .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let e = failed(task.await.unwrap());
+        assert!(e.contains("locked") || e.contains("timed out"), "{e}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "prompt failure");
+    sqlx::query("ROLLBACK").execute(&mut *lock).await.unwrap();
+    drop(lock);
+    // A later commit goes through, and none of the failed ones was applied meanwhile.
+    let ok = dict
+        .commit(Transaction {
+            username: b"after".to_vec(),
+            changes: vec![set("priv/quota/storage", "2")],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(ok, CommitResult::Ok);
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM quota")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
 #[tokio::test]
 async fn sqlite_file_is_created_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();

@@ -60,7 +60,9 @@ pub(crate) struct GroupCommit {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("steps", &self.steps.len()).finish()
+        f.debug_struct("Job")
+            .field("steps", &self.steps.len())
+            .finish()
     }
 }
 
