@@ -99,12 +99,16 @@ pub(crate) enum Phase {
     Statements,
     /// COMMIT sent: it may or may not have been applied.
     Committing,
+    /// One idempotent statement sent on its own (autocommit): it may have been applied,
+    /// but running it again on a fresh connection gives the same rows either way.
+    Repeatable,
 }
 
 /// One step of a transaction.
 #[derive(Debug, Clone)]
 pub(crate) enum Exec {
     /// Run `sql`; with `count`, a statement that touched no row makes the commit NOTFOUND.
+    /// Only increments count; every other statement (an upsert or a delete) is idempotent.
     Run {
         sql: Arc<str>,
         params: Vec<Param>,
@@ -608,6 +612,25 @@ impl Conn {
         phase: &mut Phase,
     ) -> Result<bool, DbError> {
         *phase = Phase::Begin;
+        // One idempotent statement (a set or an unset, not an increment) needs no
+        // BEGIN/COMMIT round trips on a database server: it commits on its own, as Dovecot
+        // sends it. If the connection fails under it, it may have been applied, but the
+        // caller can run it again on a fresh connection (as after a failed BEGIN) and get
+        // the same rows either way. SQLite keeps BEGIN IMMEDIATE (one local writer).
+        if let [Exec::Run {
+            sql,
+            params,
+            count: false,
+        }] = steps
+        {
+            if !matches!(self, Conn::Sqlite(_)) {
+                *phase = Phase::Repeatable;
+                return with_conn!(self, DB, c => {
+                    <DB as Backend>::query(sql, params)?.execute(&mut **c).await?;
+                    Ok(false)
+                });
+            }
+        }
         with_conn!(self, DB, c => {
             let mut tx = if matches!(self_kind::<DB>(), Dialect::Sqlite) {
                 // Take the write lock at once: no deadlock with other processes' readers.

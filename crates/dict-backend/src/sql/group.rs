@@ -7,10 +7,11 @@
 //! runs at once, with no hand-off to another task. A commit is acknowledged only after
 //! the COMMIT that contains it, so durability is the same as one transaction each.
 //!
-//! A caller that gives up (its deadline passed) while its commit is still queued takes
-//! it back, and gets `Failed`; once a leader has taken it, the outcome is unknown to the
-//! caller (`WriteUncertain`), as for a COMMIT sent to a server. So is the outcome of the
-//! commits of a leader whose caller went away while applying them.
+//! A group is bounded by the earliest deadline among its commits, so every caller learns
+//! its commit's real outcome in time: Failed if the group failed or timed out before its
+//! COMMIT, WriteUncertain if the COMMIT itself failed or timed out. A commit still queued
+//! at its deadline is taken back and fails. Only a leader whose own caller drops it while
+//! applying leaves the others of its group uncertain.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -88,35 +89,32 @@ impl GroupCommit {
             done,
         });
         let abandoned = || Outcome::Uncertain("the commit's group was abandoned".into());
-        let work = async {
-            loop {
-                tokio::select! {
-                    biased;
-                    outcome = &mut result => return outcome.unwrap_or_else(|_| abandoned()),
-                    guard = self.leader.lock() => {
-                        let group = self.take_group();
-                        if group.is_empty() {
-                            // An earlier leader took ours and has finished with it.
-                            drop(guard);
-                            return (&mut result).await.unwrap_or_else(|_| abandoned());
-                        }
-                        tracing::trace!(commits = group.len(), "sqlite group commit");
-                        apply(&self.writer, group).await;
+        let mut expired = false;
+        loop {
+            tokio::select! {
+                biased;
+                outcome = &mut result => return outcome.unwrap_or_else(|_| abandoned()),
+                guard = self.leader.lock(), if !expired => {
+                    let group = self.take_group();
+                    if group.is_empty() {
+                        // An earlier leader took ours and has finished with it.
+                        drop(guard);
+                        return result.await.unwrap_or_else(|_| abandoned());
                     }
+                    tracing::trace!(commits = group.len(), "sqlite group commit");
+                    // Bounded by the earliest deadline in the group: ours, or an older one.
+                    apply(&self.writer, group).await;
                 }
-            }
-        };
-        match timeout_at(deadline, work).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                let took_back = state
-                    .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok();
-                let e = DbError::Timeout(self.timeout).to_string();
-                if took_back {
-                    Outcome::Failed(e)
-                } else {
-                    Outcome::Uncertain(e)
+                () = tokio::time::sleep_until(deadline), if !expired => {
+                    expired = true;
+                    let took_back = state
+                        .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok();
+                    if took_back {
+                        return Outcome::Failed(DbError::Timeout(self.timeout).to_string());
+                    }
+                    // Taken: its group ends by its earliest deadline, which is not later
+                    // than ours, and says whether it was applied.
                 }
             }
         }
@@ -143,10 +141,11 @@ impl GroupCommit {
 
 /// Applies one group and tells every caller its outcome.
 async fn apply(writer: &Pool<Sqlite>, group: Vec<Job>) {
+    // The earliest: every caller in the group gets its outcome by its own deadline.
     let deadline = group
         .iter()
         .map(|j| j.deadline)
-        .max()
+        .min()
         .unwrap_or_else(Instant::now);
     let timeout = deadline.saturating_duration_since(Instant::now());
     let mut conn = match timeout_at(deadline, writer.acquire()).await {
@@ -183,7 +182,8 @@ async fn apply(writer: &Pool<Sqlite>, group: Vec<Job>) {
             if !e.is_database() {
                 conn.discard();
             }
-            let uncertain = phase == Phase::Committing && !e.is_database();
+            let uncertain =
+                matches!(phase, Phase::Committing | Phase::Repeatable) && !e.is_database();
             fail_all(group, &e, uncertain);
         }
     }

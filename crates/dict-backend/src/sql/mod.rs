@@ -733,15 +733,16 @@ impl Dict for SqlDict {
                 conn.discard();
             }
             match phase {
-                // A stale pooled connection: nothing was applied, try a fresh one.
-                Phase::Begin
+                // A stale pooled connection: nothing was applied (Begin), or what was
+                // applied is applied again alike (Repeatable): try a fresh one.
+                Phase::Begin | Phase::Repeatable
                     if e.is_connection()
                         && retries < MAX_RETRIES
                         && !matches!(e, DbError::Timeout(_)) =>
                 {
                     retries += 1
                 }
-                Phase::Committing if !e.is_database() => {
+                Phase::Committing | Phase::Repeatable if !e.is_database() => {
                     return CommitResult::WriteUncertain(failed(&e))
                 }
                 _ => return CommitResult::Failed(failed(&e)),
