@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::{Pool, Sqlite};
@@ -82,12 +82,15 @@ impl GroupCommit {
     pub async fn commit(&self, steps: Vec<Exec>, deadline: Instant) -> Outcome {
         let state = Arc::new(AtomicU8::new(QUEUED));
         let (done, mut result) = oneshot::channel();
-        self.queue.lock().expect("group queue lock").push_back(Job {
-            steps,
-            deadline,
-            state: state.clone(),
-            done,
-        });
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(Job {
+                steps,
+                deadline,
+                state: state.clone(),
+                done,
+            });
         let abandoned = || Outcome::Uncertain("the commit's group was abandoned".into());
         let mut expired = false;
         loop {
@@ -123,7 +126,7 @@ impl GroupCommit {
     /// The queued commits, oldest first, at most [`MAX_GROUP`]; those whose caller gave up
     /// are dropped.
     fn take_group(&self) -> Vec<Job> {
-        let mut queue = self.queue.lock().expect("group queue lock");
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         let mut group = Vec::new();
         while group.len() < MAX_GROUP {
             let Some(job) = queue.pop_front() else { break };
