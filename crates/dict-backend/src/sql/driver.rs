@@ -333,6 +333,8 @@ pub(crate) enum Db {
         writer: Pool<Sqlite>,
         /// Dict commits go through here, several to a transaction.
         group: Arc<super::group::GroupCommit>,
+        /// Lookups go through here, without sqlx's thread hop.
+        lookups: Arc<super::sqlite_read::SqliteReaders>,
     },
     Mysql(Hosts<MySql>),
     Postgres(Hosts<Postgres>),
@@ -444,10 +446,15 @@ impl Db {
                     .acquire_timeout(timeout)
                     .connect_lazy_with(options.create_if_missing(false));
                 let group = Arc::new(super::group::GroupCommit::new(writer.clone(), timeout));
+                let lookups = Arc::new(super::sqlite_read::SqliteReaders::new(
+                    path.clone(),
+                    timeout,
+                ));
                 Ok(Db::Sqlite {
                     readers,
                     writer,
                     group,
+                    lookups,
                 })
             }
             Target::Mysql { hosts, pool } => Ok(Db::Mysql(hosts_of(
@@ -456,6 +463,14 @@ impl Db {
             Target::Postgres { hosts, pool } => Ok(Db::Postgres(hosts_of(
                 hosts, pool, timeout, pg_pool, pg_name,
             ))),
+        }
+    }
+
+    /// SQLite's lookup connections.
+    pub fn sqlite_lookups(&self) -> Option<&super::sqlite_read::SqliteReaders> {
+        match self {
+            Db::Sqlite { lookups, .. } => Some(lookups),
+            _ => None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! * [`dialect`]: placeholders, upserts and PostgreSQL's typed parameters.
 //! * [`driver`]: the sqlx pools, rows as [`driver::Cell`]s, transactions.
 //! * [`group`]: SQLite's group commit (commits queued together share one transaction).
+//! * [`sqlite_read`]: SQLite lookups on the calling thread (no sqlx worker-thread hop).
 //! * [`connect`]: the map file's `connect` string.
 //!
 //! Where this differs from Dovecot 2.3.19 (all deliberate):
@@ -40,6 +41,7 @@ mod group;
 mod pattern;
 mod query;
 mod scan;
+mod sqlite_read;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -288,6 +290,9 @@ impl Inner {
         params: &[Param],
         deadline: Instant,
     ) -> Result<Option<Vec<Cell>>, DbError> {
+        if let Some(lookups) = self.db.sqlite_lookups() {
+            return lookups.first_row(sql, params);
+        }
         let mut retries = 0;
         loop {
             let mut conn = self.db.acquire(false, deadline).await?;

@@ -1,0 +1,119 @@
+//! SQLite lookups without a thread hop. sqlx runs every SQLite connection on a worker
+//! thread of its own, so each query costs two thread wake-ups, more than the few
+//! microseconds SQLite needs to find a row by its key. Lookups therefore run on
+//! connections of their own (rusqlite, on the same SQLite library), read-only, called
+//! synchronously on the tokio worker that asks, as Dovecot's dict process does. In WAL
+//! mode readers never wait for the writer; their busy timeout only covers WAL recovery.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+
+use super::driver::{Cell, DbError};
+use super::query::Param;
+
+/// Idle connections kept.
+const MAX_IDLE: usize = 4;
+/// Prepared statements kept per connection (one per lookup shape).
+const STATEMENT_CACHE: usize = 64;
+
+/// Read-only connections for lookups.
+#[derive(Debug)]
+pub(crate) struct SqliteReaders {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl SqliteReaders {
+    pub fn new(path: PathBuf, busy_timeout: Duration) -> SqliteReaders {
+        SqliteReaders {
+            path,
+            busy_timeout,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> Result<Connection, rusqlite::Error> {
+        if let Some(c) = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+        {
+            return Ok(c);
+        }
+        let c = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.busy_timeout(self.busy_timeout)?;
+        c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(c)
+    }
+
+    fn give_back(&self, c: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push(c);
+        }
+    }
+
+    /// The first row of `sql`, if any.
+    pub fn first_row(&self, sql: &str, params: &[Param]) -> Result<Option<Vec<Cell>>, DbError> {
+        let conn = self.take().map_err(to_db_error)?;
+        let row = first_row(&conn, sql, params);
+        // A connection whose statement failed is not kept: its state is unknown.
+        if row.is_ok() {
+            self.give_back(conn);
+        }
+        row.map_err(to_db_error)
+    }
+}
+
+fn first_row(
+    conn: &Connection,
+    sql: &str,
+    params: &[Param],
+) -> Result<Option<Vec<Cell>>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    for (i, p) in params.iter().enumerate() {
+        let at = i + 1;
+        // Bound as sqlx binds them for writes (driver.rs): text that is not UTF-8 is a
+        // BLOB, so that it compares equal to what was stored.
+        match p {
+            Param::Text(t) => match std::str::from_utf8(t) {
+                Ok(s) => stmt.raw_bind_parameter(at, s)?,
+                Err(_) => stmt.raw_bind_parameter(at, t.as_slice())?,
+            },
+            Param::Int(v) => stmt.raw_bind_parameter(at, v)?,
+            Param::Double(v) => stmt.raw_bind_parameter(at, v)?,
+            Param::NullInt => stmt.raw_bind_parameter(at, None::<i64>)?,
+            Param::Blob(b) => stmt.raw_bind_parameter(at, b.as_slice())?,
+        }
+    }
+    let columns = stmt.column_count();
+    let mut rows = stmt.raw_query();
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    (0..columns)
+        .map(|i| {
+            Ok(match row.get_ref(i)? {
+                ValueRef::Null => Cell::Null,
+                ValueRef::Integer(v) => Cell::Int(v),
+                ValueRef::Real(v) => Cell::Float(v),
+                ValueRef::Text(b) | ValueRef::Blob(b) => Cell::Bytes(b.to_vec()),
+            })
+        })
+        .collect::<Result<Vec<_>, rusqlite::Error>>()
+        .map(Some)
+}
+
+/// rusqlite's errors as the dict reports them: SQLite's message, as sqlx gives it.
+fn to_db_error(e: rusqlite::Error) -> DbError {
+    DbError::Invalid(e.to_string())
+}
