@@ -3,7 +3,8 @@
 //! microseconds SQLite needs to find a row by its key. Lookups therefore run on
 //! connections of their own (rusqlite, on the same SQLite library), read-only, called
 //! synchronously on the tokio worker that asks, as Dovecot's dict process does. In WAL
-//! mode readers never wait for the writer; their busy timeout only covers WAL recovery.
+//! mode readers never wait for the writer; their busy timeout (at most [`MAX_BUSY`]) only
+//! covers WAL recovery.
 
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
@@ -17,6 +18,9 @@ use super::query::Param;
 
 /// Idle connections kept.
 const MAX_IDLE: usize = 4;
+/// The longest a lookup waits for a lock (WAL recovery by another process): it holds a
+/// tokio worker meanwhile, so it fails after this rather than after the dict's timeout.
+const MAX_BUSY: Duration = Duration::from_secs(1);
 /// Prepared statements kept per connection (one per lookup shape).
 const STATEMENT_CACHE: usize = 64;
 
@@ -32,7 +36,7 @@ impl SqliteReaders {
     pub fn new(path: PathBuf, busy_timeout: Duration) -> SqliteReaders {
         SqliteReaders {
             path,
-            busy_timeout,
+            busy_timeout: busy_timeout.min(MAX_BUSY),
             idle: Mutex::new(Vec::new()),
         }
     }
