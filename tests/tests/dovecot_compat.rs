@@ -325,59 +325,34 @@ fn dictctl_prints_what_doveadm_prints_against_dovecots_dict_server() {
     for name in ["sq", "my", "r"] {
         let uri = theirs.uri(name);
         let kv = |n: &str| format!("shared/kv/{scope}/{n}");
+        let (a, b, missing, dir) = (
+            kv("a"),
+            kv("b"),
+            kv("missing"),
+            format!("shared/kv/{scope}/"),
+        );
+        let quota = |cmd: &str, key: &str, value: Option<&str>| {
+            let mut v = vec![cmd, "-u", &user, &uri, key];
+            v.extend(value);
+            v.into_iter().map(String::from).collect::<Vec<String>>()
+        };
+        let plain = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
         let steps: Vec<Vec<String>> = vec![
-            vec![
-                "set".into(),
-                "-u".into(),
-                user.clone(),
-                uri.clone(),
-                "priv/quota/storage".into(),
-                "100".into(),
-            ],
-            vec![
-                "get".into(),
-                "-u".into(),
-                user.clone(),
-                uri.clone(),
-                "priv/quota/storage".into(),
-            ],
-            vec![
-                "inc".into(),
-                "-u".into(),
-                user.clone(),
-                uri.clone(),
-                "priv/quota/storage".into(),
-                "23".into(),
-            ],
-            vec![
-                "get".into(),
-                "-u".into(),
-                user.clone(),
-                uri.clone(),
-                "priv/quota/storage".into(),
-            ],
-            vec![
-                "get".into(),
-                "-u".into(),
-                user.clone(),
-                uri.clone(),
-                "priv/quota/messages".into(),
-            ],
-            vec!["set".into(), uri.clone(), kv("a"), "va\tl".into()],
-            vec!["set".into(), uri.clone(), kv("b"), "2".into()],
-            vec!["get".into(), uri.clone(), kv("a")],
-            vec!["get".into(), uri.clone(), kv("missing")],
-            vec!["unset".into(), uri.clone(), kv("b")],
-            vec!["get".into(), uri.clone(), kv("b")],
-            vec!["get".into(), uri.clone(), "nonsense/key".into()],
+            quota("set", "priv/quota/storage", Some("100")),
+            quota("get", "priv/quota/storage", None),
+            quota("inc", "priv/quota/storage", Some("23")),
+            quota("get", "priv/quota/storage", None),
+            quota("get", "priv/quota/messages", None),
+            plain(&["set", &uri, &a, "va\tl"]),
+            plain(&["set", &uri, &b, "2"]),
+            plain(&["get", &uri, &a]),
+            plain(&["get", &uri, &missing]),
+            plain(&["unset", &uri, &b]),
+            plain(&["get", &uri, &b]),
+            plain(&["get", &uri, "nonsense/key"]),
             // Dovecot's Redis dict cannot iterate: both fail alike there.
-            vec!["iter".into(), uri.clone(), format!("shared/kv/{scope}/")],
-            vec![
-                "iter".into(),
-                "-V".into(),
-                uri.clone(),
-                format!("shared/kv/{scope}/"),
-            ],
+            plain(&["iter", &uri, &dir]),
+            plain(&["iter", "-V", &uri, &dir]),
         ];
         for step in &steps {
             for format in ["flow", "tab", "json"] {
