@@ -1969,6 +1969,43 @@ async fn sqlite_commits_queued_past_their_deadline_fail_and_are_not_applied() {
     assert_eq!(n, 1);
 }
 
+/// Lookups (on their own read-only connections) see every acknowledged commit at once,
+/// and fail once the dict is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_lookups_read_their_writes_and_stop_at_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rw.db");
+    let raw = SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    for sql in schema(Kind::Sqlite, "") {
+        sqlx::query(&sql).execute(&raw).await.unwrap();
+    }
+    let file = SqlMapFile::parse_str(
+        &format!("connect = {}\n{}", path.display(), maps("")),
+        "/test/m.conf",
+    )
+    .unwrap();
+    let dict = SqlDict::connect(SqlDriver::Sqlite, file, SqlOptions::default())
+        .await
+        .unwrap();
+    for i in 0..50 {
+        let value = format!("{i}");
+        let txn = Transaction {
+            username: b"rw".to_vec(),
+            changes: vec![set("priv/quota/storage", &value)],
+            ..Default::default()
+        };
+        assert_eq!(dict.commit(txn).await, CommitResult::Ok);
+        assert_eq!(
+            dict.lookup(b"priv/quota/storage", b"rw").await.unwrap(),
+            Some(vec![value.into_bytes()])
+        );
+    }
+    dict.close().await;
+    assert!(dict.lookup(b"priv/quota/storage", b"rw").await.is_err());
+}
+
 #[tokio::test]
 async fn sqlite_file_is_created_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();

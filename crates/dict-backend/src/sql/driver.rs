@@ -511,8 +511,12 @@ impl Db {
     pub async fn close(&self) {
         match self {
             Db::Sqlite {
-                readers, writer, ..
+                readers,
+                writer,
+                lookups,
+                ..
             } => {
+                lookups.close();
                 readers.close().await;
                 writer.close().await;
             }

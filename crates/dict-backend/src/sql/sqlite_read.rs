@@ -7,6 +7,7 @@
 //! covers WAL recovery.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ pub(crate) struct SqliteReaders {
     path: PathBuf,
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
+    closed: AtomicBool,
 }
 
 impl SqliteReaders {
@@ -38,10 +40,27 @@ impl SqliteReaders {
             path,
             busy_timeout: busy_timeout.min(MAX_BUSY),
             idle: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
         }
     }
 
-    fn take(&self) -> Result<Connection, rusqlite::Error> {
+    /// Closes the idle connections; later lookups fail, as on a closed sqlx pool.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    fn take(&self) -> Result<Connection, DbError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(DbError::Sqlx(sqlx::Error::PoolClosed));
+        }
+        self.open().map_err(to_db_error)
+    }
+
+    fn open(&self) -> Result<Connection, rusqlite::Error> {
         if let Some(c) = self
             .idle
             .lock()
@@ -61,14 +80,14 @@ impl SqliteReaders {
 
     fn give_back(&self, c: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE {
+        if idle.len() < MAX_IDLE && !self.closed.load(Ordering::Acquire) {
             idle.push(c);
         }
     }
 
     /// The first row of `sql`, if any.
     pub fn first_row(&self, sql: &str, params: &[Param]) -> Result<Option<Vec<Cell>>, DbError> {
-        let conn = self.take().map_err(to_db_error)?;
+        let conn = self.take()?;
         let row = first_row(&conn, sql, params);
         // A connection whose statement failed is not kept: its state is unknown.
         if row.is_ok() {
