@@ -1900,12 +1900,11 @@ async fn pgsql_down_gives_prompt_errors() {
     task.abort();
 }
 
-/// SQLite commits stuck behind another process's write lock until their deadline all
-/// fail (none is "uncertain"), and none of them is applied later.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_commits_queued_past_their_deadline_fail_and_are_not_applied() {
+/// A fresh SQLite file with the suite's tables (no prefix), a plain pool on it, and a
+/// dict on it with `options`.
+async fn sqlite_dict(options: SqlOptions) -> (tempfile::TempDir, SqlitePool, SqlDict) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("locked.db");
+    let path = dir.path().join("dict.db");
     let raw = SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
         .await
         .unwrap();
@@ -1917,16 +1916,21 @@ async fn sqlite_commits_queued_past_their_deadline_fail_and_are_not_applied() {
         "/test/m.conf",
     )
     .unwrap();
-    let dict = SqlDict::connect(
-        SqlDriver::Sqlite,
-        file,
-        SqlOptions {
-            timeout: Duration::from_millis(400),
-            ..SqlOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let dict = SqlDict::connect(SqlDriver::Sqlite, file, options)
+        .await
+        .unwrap();
+    (dir, raw, dict)
+}
+
+/// SQLite commits stuck behind another process's write lock until their deadline all
+/// fail (none is "uncertain"), and none of them is applied later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_commits_queued_past_their_deadline_fail_and_are_not_applied() {
+    let (_dir, raw, dict) = sqlite_dict(SqlOptions {
+        timeout: Duration::from_millis(400),
+        ..SqlOptions::default()
+    })
+    .await;
     let mut lock = raw.acquire().await.unwrap();
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut *lock)
@@ -1973,22 +1977,7 @@ async fn sqlite_commits_queued_past_their_deadline_fail_and_are_not_applied() {
 /// and fail once the dict is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_lookups_read_their_writes_and_stop_at_close() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("rw.db");
-    let raw = SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-        .await
-        .unwrap();
-    for sql in schema(Kind::Sqlite, "") {
-        sqlx::query(&sql).execute(&raw).await.unwrap();
-    }
-    let file = SqlMapFile::parse_str(
-        &format!("connect = {}\n{}", path.display(), maps("")),
-        "/test/m.conf",
-    )
-    .unwrap();
-    let dict = SqlDict::connect(SqlDriver::Sqlite, file, SqlOptions::default())
-        .await
-        .unwrap();
+    let (_dir, _raw, dict) = sqlite_dict(SqlOptions::default()).await;
     for i in 0..50 {
         let value = format!("{i}");
         let txn = Transaction {
