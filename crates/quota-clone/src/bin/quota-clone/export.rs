@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use dict_backend::sql::SqlOptions;
+use dict_client::uri::ProxyUri;
 use dict_config::{DictEntry, DovecotConfig, Origin, ServerToml};
 use quota_clone::export::{self, Format};
 
@@ -63,12 +64,8 @@ pub fn find_dict(source: &Source<'_>) -> Result<DictEntry, String> {
     }
     .map_err(|e| format!("{e}"))?;
     let wanted = source.name.map(str::to_owned).or_else(|| {
-        // The dict name of `proxy:[…:]<path>:<name>`: its last field.
-        source
-            .proxy_uri
-            .and_then(|u| u.rsplit(':').next())
-            .filter(|n| !n.is_empty())
-            .map(str::to_owned)
+        let uri = ProxyUri::parse(source.proxy_uri?, dict_client::uri::DEFAULT_BASE_DIR).ok()?;
+        Some(uri.dict_name).filter(|n| !n.is_empty())
     });
     let names = || {
         dicts
@@ -108,9 +105,8 @@ pub async fn run(
     format: ExportFormat,
     output: Option<&Path>,
 ) -> Result<u8> {
-    let spec = entry
-        .spec()
-        .with_context(|| format!("dict '{}' ({})", entry.name, entry.describe()))?;
+    let which = || format!("dict '{}' ({})", entry.name, entry.describe());
+    let spec = entry.spec().with_context(which)?;
     let options = SqlOptions {
         timeout,
         // An export reads: no file created, no expired rows deleted behind the admin's back.
@@ -120,10 +116,10 @@ pub async fn run(
     };
     let dict = dict_backend::open(spec, options)
         .await
-        .with_context(|| format!("dict '{}' ({})", entry.name, entry.describe()))?;
+        .with_context(which)?;
     let found = export::gather(dict.as_ref())
         .await
-        .with_context(|| format!("reading dict '{}' ({})", entry.name, entry.describe()))?;
+        .with_context(|| format!("reading {}", which()))?;
     match output {
         Some(path) => write_file(path, &found.rows, format.into())?,
         None => {
