@@ -63,6 +63,24 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The map file's `connect` string for the MariaDB or PostgreSQL of services.sh.
+    pub fn server_connect(self) -> String {
+        let v = |k: &str| {
+            service_env(&format!(
+                "DICT_TEST_{}_{k}",
+                self.driver().to_ascii_uppercase()
+            ))
+        };
+        format!(
+            "host={} port={} dbname={} user={} password={}",
+            v("HOST"),
+            v("PORT"),
+            v("DB"),
+            v("USER"),
+            v("PASSWORD")
+        )
+    }
+
     /// The dict-sql driver name (URI scheme).
     pub fn driver(self) -> &'static str {
         match self {
@@ -165,22 +183,7 @@ impl DictServer {
                 sqlite_db = Some(db.clone());
                 db.display().to_string()
             }
-            Backend::Mysql => format!(
-                "host={} port={} dbname={} user={} password={}",
-                service_env("DICT_TEST_MYSQL_HOST"),
-                service_env("DICT_TEST_MYSQL_PORT"),
-                service_env("DICT_TEST_MYSQL_DB"),
-                service_env("DICT_TEST_MYSQL_USER"),
-                service_env("DICT_TEST_MYSQL_PASSWORD")
-            ),
-            Backend::Pgsql => format!(
-                "host={} port={} dbname={} user={} password={}",
-                service_env("DICT_TEST_PGSQL_HOST"),
-                service_env("DICT_TEST_PGSQL_PORT"),
-                service_env("DICT_TEST_PGSQL_DB"),
-                service_env("DICT_TEST_PGSQL_USER"),
-                service_env("DICT_TEST_PGSQL_PASSWORD")
-            ),
+            Backend::Mysql | Backend::Pgsql => backend.server_connect(),
             Backend::Redis => String::new(),
         };
         let map_path = dir.path().join("dovecot-dict-sql.conf.ext");
@@ -353,30 +356,29 @@ pub fn sql_query(backend: Backend, sqlite_db: Option<&Path>, query: &str) -> Str
 
 /// The value of a raw Redis key, read with `redis-cli` (not through the dict).
 pub fn redis_get(key: &str) -> String {
-    let out = run_ok(
-        Command::new("redis-cli")
-            .arg("-h")
-            .arg(service_env("DICT_TEST_REDIS_HOST"))
-            .arg("-p")
-            .arg(service_env("DICT_TEST_REDIS_PORT"))
-            .arg("--no-raw")
-            .arg("GET")
-            .arg(key),
-    );
+    let out = run_ok(redis_cli().arg("--no-raw").arg("GET").arg(key));
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }
 
 /// Deletes raw Redis keys with `redis-cli` (not through the dict).
 pub fn redis_del(keys: &[&str]) {
-    run_ok(
-        Command::new("redis-cli")
-            .arg("-h")
-            .arg(service_env("DICT_TEST_REDIS_HOST"))
-            .arg("-p")
-            .arg(service_env("DICT_TEST_REDIS_PORT"))
-            .arg("DEL")
-            .args(keys),
-    );
+    run_ok(redis_cli().arg("DEL").args(keys));
+}
+
+/// `redis-cli` for the Redis of services.sh.
+fn redis_cli() -> Command {
+    let mut cmd = Command::new("redis-cli");
+    cmd.arg("-h")
+        .arg(service_env("DICT_TEST_REDIS_HOST"))
+        .arg("-p")
+        .arg(service_env("DICT_TEST_REDIS_PORT"));
+    cmd
+}
+
+/// Runs the workspace's `quota-clone` with `args`; its stdout (panics unless it succeeds).
+pub fn quota_clone(args: &[&str]) -> String {
+    let out = run_ok(Command::new(workspace_binary("quota-clone")).args(args));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Where tests keep their files: the services' scratch dir when set (short socket paths).

@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dict_tests::{
-    doveadm, run_ok, scratch, service_env, unique, workspace_binary, Backend, DictServer, MAPS,
+    doveadm, quota_clone, run_ok, scratch, service_env, unique, workspace_binary, Backend,
+    DictServer, MAPS,
 };
 
 /// Dovecot's own dict server, alone in a private instance.
@@ -213,25 +214,19 @@ fn dovecot_on_every_backend(dir: &Path) -> (DovecotDict, Vec<(&'static str, Stri
             .arg("dovecot:dovecot")
             .arg(dir),
     );
-    let connect = |driver: &str| match driver {
-        "sqlite" => db.display().to_string(),
-        _ => {
-            let v = |k: &str| service_env(&format!("DICT_TEST_{}_{k}", driver.to_uppercase()));
-            format!(
-                "host={} port={} dbname={} user={} password={}",
-                v("HOST"),
-                v("PORT"),
-                v("DB"),
-                v("USER"),
-                v("PASSWORD")
-            )
-        }
-    };
     let mut dicts = Vec::new();
-    for (name, driver) in [("sq", "sqlite"), ("my", "mysql"), ("pg", "pgsql")] {
+    for (name, backend) in [
+        ("sq", Backend::Sqlite),
+        ("my", Backend::Mysql),
+        ("pg", Backend::Pgsql),
+    ] {
+        let connect = match backend {
+            Backend::Sqlite => db.display().to_string(),
+            server => server.server_connect(),
+        };
         let map = dir.join(format!("{name}.conf.ext"));
-        std::fs::write(&map, format!("connect = {}\n{MAPS}", connect(driver))).unwrap();
-        dicts.push((name, format!("{driver}:{}", map.display())));
+        std::fs::write(&map, format!("connect = {connect}\n{MAPS}")).unwrap();
+        dicts.push((name, format!("{}:{}", backend.driver(), map.display())));
     }
     dicts.push((
         "r",
@@ -247,11 +242,6 @@ fn dovecot_on_every_backend(dir: &Path) -> (DovecotDict, Vec<(&'static str, Stri
         .map(|(name, uri)| format!("  {name} = {uri}\n"))
         .collect();
     (DovecotDict::start(&block), dicts)
-}
-
-fn quota_clone(args: &[&str]) -> String {
-    let out = run_ok(Command::new(workspace_binary("quota-clone")).args(args));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

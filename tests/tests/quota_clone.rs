@@ -9,7 +9,7 @@
 use std::process::{Command, Stdio};
 
 use dict_tests::{
-    doveadm, redis_del, redis_get, repo_dir, run_ok, scratch, workspace_binary, Backend, DictServer,
+    doveadm, quota_clone, redis_del, redis_get, repo_dir, run_ok, scratch, Backend, DictServer,
 };
 
 const ALICE: &str = "qc-alice@example.test";
@@ -208,11 +208,6 @@ fn wipe(server: &DictServer, user: &str) {
         server.sql(&format!("DELETE FROM quota WHERE username = '{user}'"));
     }
     assert_eq!(stored(server, user), (String::new(), String::new()));
-}
-
-fn quota_clone(args: &[&str]) -> String {
-    let out = run_ok(Command::new(workspace_binary("quota-clone")).args(args));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Our `quota-clone` against the plugin's rows: `sync --from-doveadm` on the real mail
