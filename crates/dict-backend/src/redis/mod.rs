@@ -401,22 +401,28 @@ async fn start(
 /// Every user's value of `priv/<rest>`: one SCAN, then MGET in batches. Keys deleted
 /// meanwhile are left out.
 async fn scan_users(inner: Arc<Inner>, rest: Vec<u8>) -> Result<Vec<UserValues>, DictError> {
-    let keys: Vec<(Vec<u8>, Vec<u8>)> = inner
+    let (names, keys): (Vec<Vec<u8>>, Vec<Vec<u8>>) = inner
         .scan(&inner.keys.users_pattern(&rest))
         .await?
         .into_iter()
         .filter_map(|k| Some((inner.keys.user_of(&k, &rest)?, k)))
-        .collect();
+        .unzip();
+    let mut names = names.into_iter();
     let mut users = Vec::with_capacity(keys.len());
     for batch in keys.chunks(MGET_BATCH) {
-        let redis_keys: Vec<Vec<u8>> = batch.iter().map(|(_, k)| k.clone()).collect();
-        let values = inner.mget(&redis_keys).await?;
-        users.extend(batch.iter().zip(values).filter_map(|((user, _), v)| {
-            Some(UserValues {
-                username: user.clone(),
-                values: vec![v?],
-            })
-        }));
+        let values = inner.mget(batch).await?;
+        // The values first: zip stops on them without taking a name too many.
+        users.extend(
+            values
+                .into_iter()
+                .zip(names.by_ref())
+                .filter_map(|(v, username)| {
+                    Some(UserValues {
+                        username,
+                        values: vec![v?],
+                    })
+                }),
+        );
     }
     Ok(users)
 }

@@ -471,6 +471,25 @@ fn plan_iterate(
 
 type RowSender = mpsc::Sender<Result<IterRow, DictError>>;
 
+/// The rows a task started on the current runtime sends, as a stream; the channel holds
+/// [`ITER_BUFFER`] rows, so a slow reader holds the query back.
+fn spawn_rows<T, F>(
+    what: &str,
+    produce: impl FnOnce(mpsc::Sender<Result<T, DictError>>) -> F,
+) -> BoxStream<'static, Result<T, DictError>>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let e = DictError::new(format!("sql dict {what}: no async runtime"));
+        return futures::stream::once(async move { Err(e) }).boxed();
+    };
+    let (tx, rx) = mpsc::channel(ITER_BUFFER);
+    runtime.spawn(produce(tx));
+    rx.boxed()
+}
+
 impl Inner {
     /// Feeds the rows of an iteration into `tx`; stops early when the receiver is gone.
     async fn iterate_into(
@@ -667,28 +686,17 @@ impl Dict for SqlDict {
         username: &[u8],
         options: IterateOptions,
     ) -> BoxStream<'static, Result<IterRow, DictError>> {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            let e = DictError::new("sql dict iterate: no async runtime");
-            return futures::stream::once(async move { Err(e) }).boxed();
-        };
-        let (tx, rx) = mpsc::channel(ITER_BUFFER);
-        runtime.spawn(self.inner.clone().iterate_into(
-            path.to_vec(),
-            username.to_vec(),
-            options,
-            tx,
-        ));
-        rx.boxed()
+        let inner = self.inner.clone();
+        let (path, username) = (path.to_vec(), username.to_vec());
+        spawn_rows("iterate", |tx| {
+            inner.iterate_into(path, username, options, tx)
+        })
     }
 
     fn scan_users(&self, key: &[u8]) -> BoxStream<'static, Result<UserValues, DictError>> {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            let e = DictError::new("sql dict scan: no async runtime");
-            return futures::stream::once(async move { Err(e) }).boxed();
-        };
-        let (tx, rx) = mpsc::channel(ITER_BUFFER);
-        runtime.spawn(self.inner.clone().scan_users_into(key.to_vec(), tx));
-        rx.boxed()
+        let inner = self.inner.clone();
+        let key = key.to_vec();
+        spawn_rows("scan", |tx| inner.scan_users_into(key, tx))
     }
 
     async fn commit(&self, txn: Transaction) -> CommitResult {
