@@ -104,6 +104,16 @@ pub struct ServerSettings {
     /// A lookup, iteration or commit taking longer is logged as a warning, like Dovecot's
     /// `warn_slow_msecs`. 0 turns the warning off. Default 5000.
     pub warn_slow_ms: u64,
+    /// A connection that sends no hello within this time is closed. Default 10000.
+    pub hello_timeout_ms: u64,
+    /// A connection with no request pending that sends nothing for this long is closed
+    /// (Dovecot's clients reconnect by themselves). 0: never. Default 600000 (10 minutes).
+    pub idle_timeout_ms: u64,
+    /// Bytes (keys, values, a little per change) one connection may hold in open
+    /// transactions; past it the connection is closed. Default 16 MiB.
+    pub max_transaction_bytes_per_connection: usize,
+    /// The same, for all connections together. Default 512 MiB.
+    pub max_transaction_bytes_total: usize,
 }
 
 impl Default for ServerSettings {
@@ -113,6 +123,10 @@ impl Default for ServerSettings {
             request_timeout_ms: 5000,
             shutdown_timeout_ms: 10_000,
             warn_slow_ms: 5000,
+            hello_timeout_ms: 10_000,
+            idle_timeout_ms: 600_000,
+            max_transaction_bytes_per_connection: 16 << 20,
+            max_transaction_bytes_total: 512 << 20,
         }
     }
 }
@@ -124,6 +138,15 @@ impl ServerSettings {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    pub fn hello_timeout(&self) -> Duration {
+        Duration::from_millis(self.hello_timeout_ms)
+    }
+
+    /// The idle timeout; `None` when idle connections are kept.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms))
     }
 
     /// The slow-operation threshold; `None` when the warning is off.

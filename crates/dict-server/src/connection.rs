@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::command::{self, CommitBarrier, ReplyContext};
+use crate::budget::{ConnectionBudget, ServerBudget};
+use crate::command::{self, Barrier, BarrierOpener, ReplyContext};
+use crate::metrics;
 use crate::registry::{DictHandle, Registry};
 use crate::reply_queue::ReplyQueue;
 use crate::transactions::{check_key, KeyError, TransactionError, Transactions};
@@ -30,11 +32,27 @@ use crate::transactions::{check_key, KeyError, TransactionError, Transactions};
 pub struct ConnectionSettings {
     /// Stop reading while this many reply-bearing commands are pending (Dovecot: 1000).
     pub max_pending: usize,
-    /// Longest a backend operation may take before the client gets `F` (or `W`).
+    /// Longest from reading a request to its reply (`F`, or `W` for a commit that may
+    /// have been applied), however many requests wait before it.
     pub request_timeout: Duration,
     /// Longest to wait for pending replies once the connection is closing.
     pub drain_timeout: Duration,
+    /// Longest to wait for the hello after accepting.
+    pub hello_timeout: Duration,
+    /// A connection with nothing pending and nothing read for this long is closed
+    /// (Dovecot's clients reconnect by themselves); `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// Bytes one connection may hold in open transactions.
+    pub max_transaction_bytes: usize,
+    /// Bytes all connections together may hold in open transactions.
+    pub server_budget: Arc<ServerBudget>,
 }
+
+/// Default of [`ConnectionSettings::max_transaction_bytes`]: far above what Dovecot's
+/// clients buffer (quota_clone: two short keys; METADATA: values of at most 64 KiB).
+pub const DEFAULT_MAX_TRANSACTION_BYTES: usize = 16 << 20;
+/// Default of the server-wide cap.
+pub const DEFAULT_MAX_TRANSACTION_BYTES_TOTAL: usize = 512 << 20;
 
 impl Default for ConnectionSettings {
     fn default() -> Self {
@@ -42,6 +60,10 @@ impl Default for ConnectionSettings {
             max_pending: MAX_PENDING_COMMANDS,
             request_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(600)),
+            max_transaction_bytes: DEFAULT_MAX_TRANSACTION_BYTES,
+            server_budget: ServerBudget::new(DEFAULT_MAX_TRANSACTION_BYTES_TOTAL),
         }
     }
 }
@@ -66,7 +88,9 @@ struct Connection {
     transactions: Transactions,
     replies: ReplyQueue,
     next_async_id: u32,
-    last_commit: Option<CommitBarrier>,
+    last_commit: Option<Barrier>,
+    /// Reads sent since the last commit: the next commit waits until they have started.
+    reads_since_commit: Vec<Barrier>,
     settings: ConnectionSettings,
     tasks: TaskTracker,
     /// No more input is read (EOF, error or shutdown); pending replies are still sent.
@@ -84,7 +108,13 @@ pub async fn serve(
     let (read_half, write_half) = stream.into_split();
     let mut reader = FramedRead::new(read_half, ServerCodec::new());
     let hello_line = tokio::select! {
-        line = reader.next() => line,
+        line = tokio::time::timeout(settings.hello_timeout, reader.next()) => match line {
+            Ok(line) => line,
+            Err(_) => {
+                metrics::connection_closed("hello_timeout");
+                return debug!("no hello within {:?}; closing", settings.hello_timeout);
+            }
+        },
         _ = shutdown.cancelled() => return,
     };
     let line = match hello_line {
@@ -115,10 +145,14 @@ pub async fn serve(
         out: BytesMut::with_capacity(4096),
         style,
         dict,
-        transactions: Transactions::default(),
+        transactions: Transactions::new(ConnectionBudget::new(
+            settings.server_budget.clone(),
+            settings.max_transaction_bytes,
+        )),
         replies: ReplyQueue::new(!style.async_ids),
         next_async_id: 1,
         last_commit: None,
+        reads_since_commit: Vec::new(),
         settings,
         tasks,
         reading: true,
@@ -129,6 +163,8 @@ pub async fn serve(
 impl Connection {
     async fn run(mut self, shutdown: CancellationToken) {
         let mut drain_deadline = None;
+        // Input read or reply written: the idle timeout runs from the later of the two.
+        let mut last_activity = tokio::time::Instant::now();
         loop {
             self.process_ready();
             if !self.out.is_empty() {
@@ -137,6 +173,7 @@ impl Connection {
                     break;
                 }
                 self.out.clear();
+                last_activity = tokio::time::Instant::now();
             }
             if !self.reading && self.replies.is_empty() {
                 break;
@@ -145,13 +182,27 @@ impl Connection {
                 drain_deadline = Some(tokio::time::Instant::now() + self.settings.drain_timeout);
             }
             let can_read = self.can_read();
+            // Idle: nothing pending and nothing read for a while.
+            let idle_deadline = self
+                .settings
+                .idle_timeout
+                .filter(|_| self.reading && self.replies.is_empty())
+                .map(|t| last_activity + t);
             tokio::select! {
                 line = self.replies.next_line(), if !self.replies.is_empty() => {
                     if let Some(line) = line {
                         line.encode(self.style, &mut self.out);
                     }
                 }
-                input = self.reader.next(), if can_read => self.handle_input(input),
+                input = self.reader.next(), if can_read => {
+                    last_activity = tokio::time::Instant::now();
+                    self.handle_input(input);
+                }
+                _ = sleep_until(idle_deadline), if idle_deadline.is_some() => {
+                    metrics::connection_closed("idle_timeout");
+                    debug!("idle for {:?}; closing", self.settings.idle_timeout.unwrap_or_default());
+                    self.reading = false;
+                }
                 _ = shutdown.cancelled(), if self.reading => {
                     debug!("shutting down: no more commands are read");
                     self.reading = false;
@@ -197,6 +248,9 @@ impl Connection {
         match input {
             Some(Ok(line)) => {
                 if let Err(e) = self.handle_line(&line) {
+                    if matches!(e, Fatal::Transaction(TransactionError::Memory(_))) {
+                        metrics::connection_closed("memory_limit");
+                    }
                     warn!("closing connection: {e}");
                     self.reading = false;
                 }
@@ -222,9 +276,22 @@ impl Connection {
         ReplyContext {
             async_id,
             started: SystemTime::now(),
-            barrier: self.last_commit.clone(),
+            deadline: tokio::time::Instant::now() + self.settings.request_timeout,
             timeout: self.settings.request_timeout,
+            after_commit: self.last_commit.clone(),
         }
+    }
+
+    /// A barrier for a read just read: the next commit waits until it opens.
+    fn read_barrier(&mut self) -> BarrierOpener {
+        // Reads whose barrier is open already need no waiting: drop them now and then, so
+        // a connection that only reads keeps a short list.
+        if self.reads_since_commit.len() >= 32 {
+            self.reads_since_commit.retain(|b| !b.is_cancelled());
+        }
+        let (opener, barrier) = command::barrier();
+        self.reads_since_commit.push(barrier);
+        opener
     }
 
     fn handle_line(&mut self, line: &[u8]) -> Result<(), Fatal> {
@@ -235,11 +302,13 @@ impl Connection {
                 let username = username.map(|u| u.into_owned()).unwrap_or_default();
                 check_key(&key, &username)?;
                 let ctx = self.reply_context();
+                let done = self.read_barrier();
                 self.replies.push(command::lookup::lookup(
                     dict,
                     key.into_owned(),
                     username,
                     ctx,
+                    done,
                 ));
             }
             Request::Iterate {
@@ -259,12 +328,14 @@ impl Connection {
                     max_rows,
                 };
                 let ctx = self.reply_context();
+                let started = self.read_barrier();
                 self.replies.push(command::iterate::iterate(
                     dict,
                     path.into_owned(),
                     username,
                     options,
                     ctx,
+                    started,
                 ));
             }
             Request::Begin {
@@ -318,8 +389,9 @@ impl Connection {
                     if !txn.hide_log_values {
                         debug!(id, changes = txn.changes.len(), "commit");
                     }
+                    let reads = std::mem::take(&mut self.reads_since_commit);
                     let (reply, barrier) =
-                        command::commit::commit(dict, id, is_async, txn, ctx, &self.tasks);
+                        command::commit::commit(dict, id, is_async, txn, ctx, reads, &self.tasks);
                     self.last_commit = Some(barrier);
                     self.replies.push(reply);
                 }

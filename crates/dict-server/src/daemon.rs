@@ -9,6 +9,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::budget::ServerBudget;
 use crate::setup::{self, Plan};
 use crate::{metrics, reload, systemd, ConnectionSettings, ServerSettings};
 
@@ -29,6 +30,10 @@ pub async fn serve(plan: Plan, replan: impl Fn() -> Result<Plan>) -> Result<()> 
         connection: ConnectionSettings {
             max_pending: plan.server.max_pending_per_connection,
             request_timeout: plan.server.request_timeout(),
+            hello_timeout: plan.server.hello_timeout(),
+            idle_timeout: plan.server.idle_timeout(),
+            max_transaction_bytes: plan.server.max_transaction_bytes_per_connection,
+            server_budget: ServerBudget::new(plan.server.max_transaction_bytes_total),
             ..ConnectionSettings::default()
         },
         shutdown_timeout: plan.server.shutdown_timeout(),

@@ -3,12 +3,14 @@
 //!
 //! The binary is a thin layer over this library, so tests run the same server in-process.
 
+pub mod budget;
 pub mod check;
 pub mod command;
 pub mod connection;
 pub mod convert;
 pub mod daemon;
 pub mod listener;
+pub mod log_limit;
 pub mod metrics;
 pub mod observe;
 pub mod registry;

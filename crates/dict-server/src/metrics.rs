@@ -8,6 +8,9 @@
 //!   with `op` one of `lookup`, `iterate`, `commit` (recorded by [`crate::observe`]);
 //! - `dict_operations_in_flight{dict}`: backend calls started and not finished;
 //! - `dict_connections_open`, `dict_connections_total`;
+//! - `dict_connections_closed_total{reason}`: connections the server closed or refused on
+//!   its own (`refused` past `max_connections`, `hello_timeout`, `idle_timeout`,
+//!   `memory_limit`);
 //! - `dict_config_reloads_total{result}` (`ok` or `failed`).
 
 use std::net::SocketAddr;
@@ -34,6 +37,8 @@ pub const OPERATIONS_IN_FLIGHT: &str = "dict_operations_in_flight";
 pub const CONNECTIONS_OPEN: &str = "dict_connections_open";
 /// Client connections accepted.
 pub const CONNECTIONS: &str = "dict_connections_total";
+/// Connections closed or refused by the server, by reason.
+pub const CONNECTIONS_CLOSED: &str = "dict_connections_closed_total";
 /// SIGHUP reloads by result.
 pub const RELOADS: &str = "dict_config_reloads_total";
 
@@ -77,6 +82,10 @@ fn describe() {
     );
     describe_gauge!(CONNECTIONS_OPEN, "Client connections being served");
     describe_counter!(CONNECTIONS, "Client connections accepted");
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Client connections the server refused or closed on its own, by reason"
+    );
     describe_counter!(RELOADS, "Configuration reloads (SIGHUP) by result");
 }
 
@@ -167,6 +176,11 @@ fn route(head: &[u8], handle: &PrometheusHandle) -> (&'static str, &'static str,
         (b"GET" | b"HEAD", Some(_)) => ("404 Not Found", TEXT, "try /metrics\n".into()),
         _ => ("405 Method Not Allowed", TEXT, "GET /metrics\n".into()),
     }
+}
+
+/// Counts a connection the server closed (or refused) on its own.
+pub fn connection_closed(reason: &'static str) {
+    metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(1);
 }
 
 /// Counts a connection as open for as long as it lives.

@@ -14,6 +14,7 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use metrics::{Counter, Gauge, Histogram};
 use tracing::warn;
 
+use crate::log_limit::{self, LogLimit};
 use crate::metrics as m;
 
 /// The operations that reach a backend.
@@ -40,6 +41,8 @@ struct OpMetrics {
     errors: Counter,
     seconds: Histogram,
     slow: Counter,
+    /// A stalled backend makes every call slow: one warning per interval, with a count.
+    slow_log: LogLimit,
 }
 
 impl OpMetrics {
@@ -50,6 +53,7 @@ impl OpMetrics {
             errors: metrics::counter!(m::OPERATION_ERRORS, &labels),
             seconds: metrics::histogram!(m::OPERATION_SECONDS, &labels),
             slow: metrics::counter!(m::SLOW_OPERATIONS, &labels),
+            slow_log: LogLimit::new(log_limit::INTERVAL),
         }
     }
 }
@@ -121,14 +125,19 @@ impl Call {
         }
     }
 
-    /// Records the call; returns its duration when it was slow.
-    fn record(&self, ok: bool) -> Option<Duration> {
+    fn metrics(&self) -> &OpMetrics {
         let s = &self.shared;
-        let metrics = match self.op {
+        match self.op {
             Op::Lookup => &s.lookup,
             Op::Iterate => &s.iterate,
             Op::Commit => &s.commit,
-        };
+        }
+    }
+
+    /// Records the call; returns its duration when it was slow.
+    fn record(&self, ok: bool) -> Option<Duration> {
+        let s = &self.shared;
+        let metrics = self.metrics();
         let elapsed = self.started.elapsed();
         s.in_flight.decrement(1.0);
         metrics.count.increment(1);
@@ -144,15 +153,18 @@ impl Call {
     }
 
     fn warn_slow(&self, elapsed: Duration, what: &str) {
-        warn!(
-            dict = %self.shared.name,
-            op = self.op.name(),
-            elapsed_ms = elapsed.as_millis() as u64,
-            "slow dict {}: {what} took {} ms (warn_slow_ms = {})",
-            self.op.name(),
-            elapsed.as_millis(),
-            self.shared.warn_slow.unwrap_or_default().as_millis()
-        );
+        self.metrics().slow_log.warn(|held_back| {
+            warn!(
+                dict = %self.shared.name,
+                op = self.op.name(),
+                elapsed_ms = elapsed.as_millis() as u64,
+                "slow dict {}: {what} took {} ms (warn_slow_ms = {}){}",
+                self.op.name(),
+                elapsed.as_millis(),
+                self.shared.warn_slow.unwrap_or_default().as_millis(),
+                log_limit::more(held_back, log_limit::INTERVAL),
+            )
+        });
     }
 }
 

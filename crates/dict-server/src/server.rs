@@ -8,16 +8,17 @@ use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::connection::{self, ConnectionSettings};
+use crate::log_limit::{self, LogLimit};
 use crate::registry::Registry;
 use crate::reload::{self, SharedRegistry};
 
 /// Server-wide settings.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections served at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
     /// Per-connection settings.
     pub connection: ConnectionSettings,
@@ -55,12 +56,9 @@ pub async fn run_shared(
 ) {
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let tasks = TaskTracker::new();
+    let refused_log = LogLimit::new(log_limit::INTERVAL);
     let mut backoff = Duration::from_millis(1);
     loop {
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-            _ = shutdown.cancelled() => break,
-        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -75,6 +73,20 @@ pub async fn run_shared(
             _ = shutdown.cancelled() => break,
         };
         backoff = Duration::from_millis(1);
+        // Full: close at once rather than leave the client hanging in the backlog; Dovecot's
+        // clients fail that one request and connect again for the next.
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            crate::metrics::connection_closed("refused");
+            refused_log.warn(|held_back| {
+                warn!(
+                    "refused a connection: max_connections ({}) are open{}",
+                    settings.max_connections,
+                    log_limit::more(held_back, log_limit::INTERVAL)
+                )
+            });
+            drop(stream);
+            continue;
+        };
         let registry = registry.load_full();
         let conn_settings = settings.connection.clone();
         let conn_tasks = tasks.clone();

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use dict_backend::{key_namespace, Change, Namespace, Transaction};
 use dict_protocol::TransactionId;
 
+use crate::budget::{BudgetError, ConnectionBudget, CHANGE_OVERHEAD};
+
 /// Open transactions one connection may hold (Dovecot has no limit; this bounds memory).
 pub const MAX_OPEN_TRANSACTIONS: usize = 1000;
 /// Changes one transaction may buffer.
@@ -26,6 +28,9 @@ pub enum TransactionError {
     /// A key the dict cannot accept.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The bytes buffered in open transactions reached a cap.
+    #[error(transparent)]
+    Memory(#[from] BudgetError),
 }
 
 /// A key Dovecot 2.3.19 would crash on; we close the connection instead.
@@ -52,13 +57,22 @@ pub fn check_key(key: &[u8], username: &[u8]) -> Result<(), KeyError> {
     }
 }
 
-/// Open transactions by id.
-#[derive(Debug, Default)]
+/// Open transactions by id, and the bytes they hold.
+#[derive(Debug)]
 pub struct Transactions {
-    open: HashMap<TransactionId, Transaction>,
+    open: HashMap<TransactionId, (Transaction, usize)>,
+    budget: ConnectionBudget,
 }
 
 impl Transactions {
+    /// No open transaction yet; changes may hold at most what `budget` allows.
+    pub fn new(budget: ConnectionBudget) -> Self {
+        Transactions {
+            open: HashMap::new(),
+            budget,
+        }
+    }
+
     /// `B`
     pub fn begin(
         &mut self,
@@ -72,30 +86,44 @@ impl Transactions {
         if self.open.len() >= MAX_OPEN_TRANSACTIONS {
             return Err(TransactionError::Limit("too many open transactions"));
         }
+        let bytes = CHANGE_OVERHEAD + username.len();
+        self.budget.reserve(bytes)?;
         self.open.insert(
             id,
-            Transaction {
-                username,
-                expire_secs: expire_secs.filter(|&e| e > 0),
-                ..Default::default()
-            },
+            (
+                Transaction {
+                    username,
+                    expire_secs: expire_secs.filter(|&e| e > 0),
+                    ..Default::default()
+                },
+                bytes,
+            ),
         );
         Ok(())
     }
 
     fn get(&mut self, id: TransactionId) -> Result<&mut Transaction, TransactionError> {
-        self.open.get_mut(&id).ok_or(TransactionError::Unknown(id))
+        self.open
+            .get_mut(&id)
+            .map(|(txn, _)| txn)
+            .ok_or(TransactionError::Unknown(id))
     }
 
     /// `S`, `U`, `A`: buffers a change after checking its key.
     pub fn change(&mut self, id: TransactionId, change: Change) -> Result<(), TransactionError> {
-        let txn = self.get(id)?;
+        let (txn, held) = self
+            .open
+            .get_mut(&id)
+            .ok_or(TransactionError::Unknown(id))?;
         check_key(change.key(), &txn.username)?;
         if txn.changes.len() >= MAX_CHANGES {
             return Err(TransactionError::Limit(
                 "too many changes in one transaction",
             ));
         }
+        let bytes = CHANGE_OVERHEAD + change_bytes(&change);
+        self.budget.reserve(bytes)?;
+        *held += bytes;
         txn.changes.push(change);
         Ok(())
     }
@@ -124,7 +152,9 @@ impl Transactions {
 
     /// `C`, `D`, `R`: takes the transaction out of the table.
     pub fn finish(&mut self, id: TransactionId) -> Result<Transaction, TransactionError> {
-        self.open.remove(&id).ok_or(TransactionError::Unknown(id))
+        let (txn, held) = self.open.remove(&id).ok_or(TransactionError::Unknown(id))?;
+        self.budget.release(held);
+        Ok(txn)
     }
 
     /// Transactions still open (rolled back when the connection ends).
@@ -138,9 +168,22 @@ impl Transactions {
     }
 }
 
+/// The bytes a change buffers.
+fn change_bytes(change: &Change) -> usize {
+    match change {
+        Change::Set { key, value } => key.len() + value.len(),
+        Change::Unset { key } | Change::Inc { key, .. } => key.len(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::ServerBudget;
+
+    fn transactions(limit: usize) -> Transactions {
+        Transactions::new(ConnectionBudget::new(ServerBudget::new(usize::MAX), limit))
+    }
 
     #[test]
     fn key_rules() {
@@ -158,7 +201,7 @@ mod tests {
 
     #[test]
     fn ids_must_be_open_and_unique() {
-        let mut t = Transactions::default();
+        let mut t = transactions(usize::MAX);
         t.begin(1, b"u".to_vec(), None).unwrap();
         assert_eq!(
             t.begin(1, vec![], None),
@@ -175,5 +218,26 @@ mod tests {
         .unwrap();
         assert_eq!(t.finish(1).unwrap().changes.len(), 1);
         assert_eq!(t.finish(1).unwrap_err(), TransactionError::Unknown(1));
+    }
+
+    #[test]
+    fn buffered_bytes_are_capped_and_given_back() {
+        let mut t = transactions(1000);
+        let set = |n: usize| Change::Set {
+            key: b"shared/k".to_vec(),
+            value: vec![b'x'; n],
+        };
+        t.begin(1, vec![], None).unwrap();
+        t.change(1, set(500)).unwrap();
+        assert!(matches!(
+            t.change(1, set(500)),
+            Err(TransactionError::Memory(BudgetError::Connection {
+                limit: 1000
+            }))
+        ));
+        // A rollback gives the bytes back.
+        t.finish(1).unwrap();
+        t.begin(2, vec![], None).unwrap();
+        t.change(2, set(800)).unwrap();
     }
 }

@@ -1,42 +1,56 @@
 //! `C` and `D`: the transaction goes to the backend in a task of its own, so that a commit
-//! already sent finishes even when the client goes away (§4.7).
+//! already sent finishes even when the client goes away (protocol-spec §8).
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use dict_backend::{CommitResult, Dict, Transaction};
 use dict_protocol::{CommitReply, Reply, ServerLine, TransactionId};
-use futures::channel::oneshot;
-use futures::future::FutureExt;
+use futures::future;
 use futures::stream::{self, StreamExt};
 use tokio_util::task::TaskTracker;
 
-use super::{CommitBarrier, ReplyContext};
+use super::{Barrier, ReplyContext};
 use crate::reply_queue::PendingReply;
 
-/// Starts committing `txn`; returns its reply and the barrier later reads must wait for.
+/// Starts committing `txn` once the requests sent before it (`ctx.after_commit` and
+/// `earlier_reads`) are far enough; returns its reply and the barrier that opens when it
+/// has finished.
 pub fn commit(
     dict: Arc<dyn Dict>,
     id: TransactionId,
     is_async: bool,
     txn: Transaction,
     ctx: ReplyContext,
+    earlier_reads: Vec<Barrier>,
     tasks: &TaskTracker,
-) -> (PendingReply, CommitBarrier) {
-    let (done_tx, done_rx) = oneshot::channel::<()>();
-    let barrier: CommitBarrier = done_rx.map(|_| ()).boxed().shared();
-    let earlier = ctx.barrier.clone();
-    let timeout = ctx.timeout;
+) -> (PendingReply, Barrier) {
+    let (done, barrier) = super::barrier();
+    let earlier = ctx.after_commit.clone();
+    let (deadline, timeout) = (ctx.deadline, ctx.timeout);
     let task = tasks.spawn(async move {
-        // Commits of one connection apply in the order they were sent.
-        if let Some(earlier) = earlier {
-            earlier.await;
-        }
-        let result = match tokio::time::timeout(timeout, dict.commit(txn)).await {
-            Ok(result) => result,
-            Err(_) => CommitResult::WriteUncertain("Commit timed out".into()),
+        // Commits of one connection apply in the order they were sent, after the reads
+        // sent before them have seen the data as it was.
+        let wait = async {
+            if let Some(earlier) = &earlier {
+                earlier.cancelled().await;
+            }
+            future::join_all(earlier_reads.iter().map(|r| r.cancelled())).await;
         };
-        drop(done_tx);
+        let waited = tokio::time::timeout_at(deadline, wait).await.is_ok();
+        // Started with almost no time left, a commit would only end as "uncertain":
+        // better not to start it at all and say so.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let result = if !waited || left < timeout / 10 {
+            // Nothing was sent: the commit is dropped here and never applied later.
+            CommitResult::Failed("Commit timed out waiting for earlier requests".into())
+        } else {
+            match tokio::time::timeout_at(deadline, dict.commit(txn)).await {
+                Ok(result) => result,
+                Err(_) => CommitResult::WriteUncertain("Commit timed out".into()),
+            }
+        };
+        drop(done);
         result
     });
     let reply = stream::once(async move {

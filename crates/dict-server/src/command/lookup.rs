@@ -6,20 +6,28 @@ use std::sync::Arc;
 use dict_backend::Dict;
 use dict_protocol::{LookupReply, Reply, ServerLine};
 use futures::stream::{self, StreamExt};
+use tokio_util::task::AbortOnDropHandle;
 
-use super::ReplyContext;
+use super::{BarrierOpener, ReplyContext};
 use crate::reply_queue::PendingReply;
 
-/// The reply to a lookup of `key` for `username`.
+/// Starts the lookup of `key` for `username` now (in a task of its own, so it runs while
+/// earlier replies are still queued); returns its reply. `done` opens when the answer is
+/// known.
 pub fn lookup(
     dict: Arc<dyn Dict>,
     key: Vec<u8>,
     username: Vec<u8>,
     ctx: ReplyContext,
+    done: BarrierOpener,
 ) -> PendingReply {
-    stream::once(async move {
-        ctx.wait_for_commits().await;
-        let reply = match tokio::time::timeout(ctx.timeout, dict.lookup(&key, &username)).await {
+    let async_id = ctx.async_id;
+    let task = tokio::spawn(async move {
+        let work = async {
+            ctx.wait_for_commits().await;
+            dict.lookup(&key, &username).await
+        };
+        let reply = match tokio::time::timeout_at(ctx.deadline, work).await {
             Ok(Ok(Some(values))) => {
                 LookupReply::Found(values.into_iter().map(Cow::Owned).collect())
             }
@@ -27,11 +35,23 @@ pub fn lookup(
             Ok(Err(e)) => LookupReply::Failed(Cow::Owned(e.0.into_bytes())),
             Err(_) => LookupReply::Failed(Cow::Borrowed(b"Lookup timed out")),
         };
+        drop(done);
         ServerLine::Reply {
             async_id: ctx.async_id,
             reply: Reply::Lookup(reply),
             timings: Some(ctx.timings()),
         }
+    });
+    // Dropped with the connection: a lookup nobody will read is not finished.
+    let task = AbortOnDropHandle::new(task);
+    stream::once(async move {
+        task.await.unwrap_or_else(|e| ServerLine::Reply {
+            async_id,
+            reply: Reply::Lookup(LookupReply::Failed(Cow::Owned(
+                format!("lookup task failed: {e}").into_bytes(),
+            ))),
+            timings: None,
+        })
     })
     .boxed()
 }
