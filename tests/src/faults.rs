@@ -45,7 +45,8 @@ pub fn fault_server(backend: Backend) -> DictServer {
 /// The key names under `shared/kv/<scope>/` the backend holds, read directly.
 pub fn stored_names(server: &DictServer, scope: &str) -> HashSet<String> {
     match server.backend {
-        Backend::Redis => redis_key_names(&format!("{}{scope}", server.redis_prefix))
+        // Dovecot's layout: the prefix, then the key without `shared/`.
+        Backend::Redis => redis_key_names(&format!("{}kv/{scope}/", server.redis_prefix))
             .into_iter()
             .collect(),
         _ => server
