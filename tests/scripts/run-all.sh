@@ -112,6 +112,11 @@ step reset "$SERVICES_SH" reset
 step "dovecot 2.4 chroot" "$SCRIPT_DIR/dovecot24-chroot.sh" setup
 
 # ----------------------------------------------------------------- tests ---
+# tests/tests/faults_clients.rs holds 10,000 connections open (the server as many):
+# root may raise the hard limit if it is lower.
+NOFILE_HARD=$(ulimit -Hn)
+if [ "$NOFILE_HARD" != unlimited ] && [ "$NOFILE_HARD" -lt 65536 ]; then ulimit -Hn 65536 2>/dev/null || true; fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 step "cargo test" "$CARGO" test --workspace --lib --bins --tests --examples --no-fail-fast -- --test-threads="$THREADS"
 # criterion benchmarks take no libtest flags: run once each, as a smoke test
 step "benches (smoke)" "$CARGO" test --workspace --benches --no-fail-fast

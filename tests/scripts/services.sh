@@ -12,6 +12,9 @@
 #   tests/scripts/services.sh reset    empty all test tables (both databases), FLUSHALL
 #                                      redis, recreate the SQLite files
 #   tests/scripts/services.sh wipe     stop, then delete the whole scratch dir
+#   tests/scripts/services.sh crash S  end service S (redis, mysql, pgsql) the hard way, for
+#                                      fault tests: SIGKILL, PostgreSQL an immediate stop;
+#                                      `DICT_TEST_SERVICES=S start` brings it back
 #
 # Environment (all optional):
 #   DICT_TEST_SCRATCH        /tmp/dict-rs-test
@@ -281,7 +284,8 @@ start_pgsql() {
 		unix_socket_directories = '$PGSQL_RUN'
 		max_connections = 200
 		shared_buffers = 32MB
-		synchronous_commit = off
+		# on, as in production: a commit acknowledged before a crash must survive it
+		synchronous_commit = on
 		PGCONF
 		chown postgres:postgres "$PGSQL_DATA/dict-rs-test.conf"
 		touch "$PGSQL_LOG"; chown postgres:postgres "$PGSQL_LOG"; : > "$PGSQL_LOG"
@@ -469,6 +473,27 @@ cmd_env() {
 	ex DICT_TEST_AVAILABLE "${running# }"
 }
 
+cmd_crash() {
+	local pid
+	case "${1:-}" in
+	redis)
+		pid=$(read_pid "$REDIS_PID")
+		pid_is "$pid" redis-server || die "redis: not running"
+		kill -KILL "$pid" ;;
+	mysql)
+		pid=$(read_pid "$MYSQL_PID")
+		pid_is "$pid" mariadbd || die "mariadb: not running"
+		kill -KILL "$pid" ;;
+	pgsql)
+		pgsql_running || die "postgresql: not running"
+		runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$PGSQL_DATA" -m immediate -w stop \
+			</dev/null >"$PGSQL_DIR/pg_ctl.out" 2>&1 ||
+			{ cat "$PGSQL_DIR/pg_ctl.out" >&2; die "postgresql: immediate stop failed"; } ;;
+	*) die "crash: which service? redis, mysql or pgsql" ;;
+	esac
+	log "${1}: crashed"
+}
+
 cmd_reset() {
 	local d
 	if redis_running; then redis-cli -s "$REDIS_SOCK" flushall >/dev/null && log "redis: flushed"; fi
@@ -496,8 +521,9 @@ stop) cmd_stop ;;
 status) cmd_status ;;
 env) cmd_env ;;
 reset) cmd_reset ;;
+crash) cmd_crash "${2:-}" ;;
 wipe)
 	case "$SCRATCH" in /|/tmp|/tmp/|"$HOME"|"") die "refusing to remove '$SCRATCH'" ;; esac
 	cmd_stop; rm -rf "$SCRATCH"; log "removed $SCRATCH" ;;
-*) echo "usage: $0 start|stop|status|env|reset|wipe" >&2; exit 2 ;;
+*) echo "usage: $0 start|stop|status|env|reset|wipe|crash SERVICE" >&2; exit 2 ;;
 esac

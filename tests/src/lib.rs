@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod faults;
+pub mod load;
+pub mod service_control;
+pub mod wire;
+
 /// An environment variable set by `tests/scripts/services.sh env`, or a panic saying so.
 pub fn service_env(name: &str) -> String {
     match std::env::var(name) {
@@ -168,6 +173,21 @@ impl DictServer {
 
     /// Like [`DictServer::start`], with the dict's URI given (`""`: made for `backend`).
     pub fn start_with_dict(backend: Backend, name: &str, given_uri: &str) -> DictServer {
+        Self::start_configured(backend, name, given_uri, None)
+    }
+
+    /// Like [`DictServer::start`], plus our own TOML file (`--config`) with `toml` in it, for
+    /// the `[server]` and `[listener]` limits and timeouts.
+    pub fn start_with_toml(backend: Backend, name: &str, toml: &str) -> DictServer {
+        Self::start_configured(backend, name, "", Some(toml))
+    }
+
+    fn start_configured(
+        backend: Backend,
+        name: &str,
+        given_uri: &str,
+        toml: Option<&str>,
+    ) -> DictServer {
         let dir = tempfile::Builder::new()
             .prefix("dict-rs-")
             .tempdir_in(scratch())
@@ -208,12 +228,17 @@ impl DictServer {
         )
         .unwrap();
         let socket = dir.path().join("dict.sock");
-        let args = [
+        let mut args = vec![
             "--dovecot-config".to_string(),
             conf.display().to_string(),
             "--listen".to_string(),
             socket.display().to_string(),
         ];
+        if let Some(toml) = toml {
+            let path = dir.path().join("dict-rs.toml");
+            std::fs::write(&path, toml).unwrap();
+            args.extend(["--config".to_string(), path.display().to_string()]);
+        }
         Self::spawn(dir, &args, socket, name, backend, sqlite_db, redis_prefix)
     }
 
@@ -264,6 +289,11 @@ impl DictServer {
             self.socket.display(),
             self.log()
         );
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The server's log so far.
