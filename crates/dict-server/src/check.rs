@@ -13,7 +13,7 @@ use crate::setup::{self, Plan};
 /// Runs the check, writing the configuration to `out` and one message per problem to `err`.
 /// An error when there was any problem.
 pub async fn run(plan: &Plan, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
-    print_settings(plan, out)?;
+    print_settings(plan, out, err)?;
     let mut problems = 0;
     for entry in &plan.dicts {
         writeln!(
@@ -61,7 +61,7 @@ fn problem(err: &mut impl Write, entry: &DictEntry, message: &str) -> std::io::R
     writeln!(err, "dict-server: check: dict '{}': {message}", entry.name)
 }
 
-fn print_settings(plan: &Plan, out: &mut impl Write) -> std::io::Result<()> {
+fn print_settings(plan: &Plan, out: &mut impl Write, err: &mut impl Write) -> std::io::Result<()> {
     for l in &plan.listeners {
         writeln!(
             out,
@@ -89,6 +89,24 @@ fn print_settings(plan: &Plan, out: &mut impl Write) -> std::io::Result<()> {
         dict_config::LogFormat::Json => "json",
     };
     writeln!(out, "log level {} format {format}", plan.log.level)?;
+    // As the server will: the soft limit raised to the hard one first.
+    match crate::fd_limit::raise() {
+        Ok(limit) => {
+            writeln!(
+                out,
+                "open files {} (needed at most {})",
+                limit.soft,
+                crate::fd_limit::needed(plan)
+            )?;
+            if let Some(warning) = crate::fd_limit::shortfall(limit, plan) {
+                writeln!(err, "dict-server: check: warning: {warning}")?;
+            }
+        }
+        Err(e) => writeln!(
+            err,
+            "dict-server: check: warning: cannot read the open-file limit: {e}"
+        )?,
+    }
     match plan.metrics.listen {
         Some(addr) => writeln!(out, "metrics http://{addr}/metrics"),
         None => writeln!(out, "metrics off"),

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use anyhow::Result;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::budget::ServerBudget;
 use crate::setup::{self, Plan};
-use crate::{metrics, reload, systemd, ConnectionSettings, ServerSettings};
+use crate::{fd_limit, metrics, reload, systemd, ConnectionSettings, ServerSettings};
 
 /// Serves `plan` until SIGTERM or SIGINT. `replan` reads the configuration again on SIGHUP.
 pub async fn serve(plan: Plan, replan: impl Fn() -> Result<Plan>) -> Result<()> {
@@ -20,6 +20,13 @@ pub async fn serve(plan: Plan, replan: impl Fn() -> Result<Plan>) -> Result<()> 
     let mut int = signal(SignalKind::interrupt())?;
     let hangups = signal(SignalKind::hangup())?;
 
+    match fd_limit::raise() {
+        Ok(limit) => match fd_limit::shortfall(limit, &plan) {
+            Some(warning) => warn!("{warning}"),
+            None => info!(soft = limit.soft, "open-file limit"),
+        },
+        Err(e) => warn!("cannot read or raise the open-file limit: {e}"),
+    }
     let metrics_endpoint = match plan.metrics.listen {
         Some(addr) => Some((metrics::install()?, metrics::bind(addr).await?)),
         None => None,

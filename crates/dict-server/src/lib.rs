@@ -9,6 +9,7 @@ pub mod command;
 pub mod connection;
 pub mod convert;
 pub mod daemon;
+pub mod fd_limit;
 pub mod listener;
 pub mod log_limit;
 pub mod metrics;

@@ -596,3 +596,34 @@ fn the_compose_stacks_configuration_loads() {
         );
     }
 }
+
+/// With an open-file limit too low for max_connections (10000 by default), `check` warns and names the fix;
+/// it stays a warning (the check still passes).
+#[tokio::test]
+async fn check_warns_when_the_open_file_limit_is_too_low() {
+    let s = Scratch::new(KV_TABLES).await;
+    let map = s.kv_map("kv.conf.ext", "old_kv");
+    let toml = s.toml(&[("kv", format!("sqlite:{}", map.display()))], "");
+    // Soft and hard limit lowered for the child alone.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 512 && exec {BIN} --config {} check",
+            toml.display()
+        ))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("open files 512 (needed at most 10096)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("warning: open-file limit 512 is below the 10096")
+            && stderr.contains("LimitNOFILE"),
+        "{stderr}"
+    );
+}
