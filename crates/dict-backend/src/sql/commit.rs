@@ -531,6 +531,64 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_value_fails_also_when_a_later_set_replaces_it() {
+        let bad = "dict-sql: Failed to set 2 fields (first priv/quota/storage): value field's value isn't 64bit unsigned integer: abc (in pattern: priv/quota/storage)";
+        let changes = [
+            set("priv/quota/storage", "abc"),
+            set("priv/quota/storage", "5"),
+        ];
+        assert_eq!(plan(&q(), b"u", &changes).unwrap_err(), bad);
+        let changes = [
+            set("priv/quota/storage", "5"),
+            set("priv/quota/storage", "abc"),
+        ];
+        assert_eq!(plan(&q(), b"u", &changes).unwrap_err(), bad);
+    }
+
+    #[test]
+    fn mysql_increments_that_cancel_out_are_notfound() {
+        let maps = SqlMapFile::parse_str(MAPS, "/m.conf").unwrap().maps;
+        let mysql = Queries::new(Dialect::Mysql, Arc::from(maps), Catalog::default());
+        let steps = plan(
+            &mysql,
+            b"u",
+            &[inc("priv/quota/storage", 5), inc("priv/quota/storage", -5)],
+        )
+        .unwrap();
+        assert!(matches!(steps[..], [Exec::Unchanged]));
+        // Only the column that changes is counted: NULL + n stays NULL, no row changed.
+        let steps = plan(
+            &mysql,
+            b"u",
+            &[
+                inc("priv/quota/storage", 5),
+                inc("priv/quota/messages", 1),
+                inc("priv/quota/storage", -5),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            sqls(&steps),
+            vec![(
+                "UPDATE quota SET messages=messages+? WHERE username = ? AND (messages IS NOT NULL)"
+                    .into(),
+                vec![Param::Int(1), Param::Text(b"u".to_vec())]
+            )]
+        );
+        // Databases that count matched rows run it as it is.
+        let steps = plan(
+            &q(),
+            b"u",
+            &[inc("priv/quota/storage", 5), inc("priv/quota/storage", -5)],
+        )
+        .unwrap();
+        assert_eq!(
+            sqls(&steps)[0].1,
+            vec![Param::Int(0), Param::Text(b"u".to_vec())]
+        );
+    }
+
+    #[test]
     fn shared_map_without_variables() {
         let steps = plan(&q(), b"", &[set("shared/single", "x")]).unwrap();
         assert_eq!(
