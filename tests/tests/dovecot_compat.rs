@@ -399,3 +399,386 @@ fn dictctl_prints_what_doveadm_prints_against_dovecots_dict_server() {
     // 9 reads, 3 formats, 3 dicts.
     assert_eq!(cases, 9 * 3 * 3, "comparisons");
 }
+
+/// One exchange of raw protocol lines, sent to Dovecot's server and to ours on the same
+/// store (first one, then the other, the store emptied in between): the replies and the
+/// rows left must be the same.
+struct RawCase {
+    what: &'static str,
+    /// The dicts (`sq`, `my`, `pg`, `r`) the case runs on.
+    dicts: &'static [&'static str],
+    /// SQL run before each side (`{p}`: the table prefix), on the SQL dicts.
+    setup: &'static [&'static str],
+    lines: &'static [&'static [u8]],
+}
+
+const RAW_CASES: &[RawCase] = &[
+    RawCase {
+        what: "text that isn't UTF-8: stored unchanged or refused, never changed",
+        dicts: &["sq", "my", "pg", "r"],
+        setup: &[],
+        lines: &[
+            b"B1\t",
+            b"S1\tshared/kv/x/y\t\xff\xfe",
+            b"C1",
+            b"Lshared/kv/x/y\t",
+            b"Lshared/kv/x/\xc3\xbf\xc3\xbe\t",
+            b"B2\t",
+            b"S2\tshared/kv/x/z\xff\tv",
+            b"C2",
+            b"Lshared/kv/x/z\xff\t",
+            b"B3\t\xffu",
+            b"S3\tpriv/quota/storage\t5",
+            b"C3",
+            b"Lpriv/quota/storage\t\xffu",
+        ],
+    },
+    RawCase {
+        what: "iteration over non-UTF-8 text, sorted by key and by value",
+        dicts: &["sq", "my", "pg"],
+        setup: &[],
+        lines: &[
+            b"B1\t",
+            b"S1\tshared/kv/s/a\t\x80",
+            b"S1\tshared/kv/s/b\t\xc3\xa9",
+            b"S1\tshared/kv/s/c\x80\tb",
+            b"C1",
+            b"I3\t0\tshared/kv/s/\t",
+            b"I5\t0\tshared/kv/s/\t",
+            b"I1\t0\tshared/kv/s\x80/\t",
+        ],
+    },
+    RawCase {
+        what: "a row Dovecot wrote with a non-UTF-8 key: found, listed, updated in place",
+        dicts: &["sq"],
+        setup: &[
+            "INSERT INTO {p}kv (scope, name, value) VALUES ('d', CAST(X'FFFE' AS TEXT), 'old')",
+        ],
+        lines: &[
+            b"Lshared/kv/d/\xff\xfe\t",
+            b"B1\t",
+            b"S1\tshared/kv/d/\xff\xfe\tnew",
+            b"C1",
+            b"I1\t0\tshared/kv/d/\t",
+        ],
+    },
+    RawCase {
+        what: "a bad value replaced by a later set of the same key still fails the commit",
+        dicts: &["sq", "my", "pg", "r"],
+        setup: &[],
+        lines: &[
+            b"B1\tu",
+            b"S1\tpriv/quota/storage\tabc",
+            b"S1\tpriv/quota/storage\t5",
+            b"C1",
+            b"B2\tu",
+            b"S2\tpriv/quota/storage\t7",
+            b"S2\tpriv/quota/messages\tx",
+            b"S2\tpriv/quota/messages\t1",
+            b"C2",
+            b"Lpriv/quota/storage\tu",
+        ],
+    },
+    RawCase {
+        what: "EXACT_KEY with RECURSE reads the first matching map only",
+        dicts: &["sq", "my", "pg"],
+        setup: &[],
+        lines: &[
+            b"B1\t",
+            b"S1\tshared/kv/a/b\t1",
+            b"S1\tshared/bench/zz\t2",
+            b"C1",
+            b"I17\t0\tshared/\t",
+            b"I1\t0\tshared/\t",
+        ],
+    },
+    RawCase {
+        what: "an increment of a NULL column (NOTFOUND on MariaDB, which counts changed rows)",
+        dicts: &["sq", "my"],
+        setup: &["INSERT INTO {p}kv (scope, name, value) VALUES ('n', 'n', NULL)"],
+        lines: &[b"B1\t", b"A1\tshared/kv/n/n\t5", b"C1", b"Lshared/kv/n/n\t"],
+    },
+    RawCase {
+        what: "increments that cancel out change no row (NOTFOUND on MariaDB)",
+        dicts: &["my"],
+        setup: &["INSERT INTO {p}quota (username, bytes, messages) VALUES ('u', 10, 1)"],
+        lines: &[
+            b"B1\tu",
+            b"A1\tpriv/quota/storage\t5",
+            b"A1\tpriv/quota/storage\t-5",
+            b"C1",
+            b"B2\tu",
+            b"A2\tpriv/quota/storage\t5",
+            b"A2\tpriv/quota/messages\t1",
+            b"A2\tpriv/quota/storage\t-5",
+            b"C2",
+            b"Lpriv/quota/messages\tu",
+        ],
+    },
+];
+
+/// Sends `lines` after a 2.3 hello for `dict` and returns the replies, one string per
+/// line (escaped), without the timing fields of minor version 2.
+fn raw_exchange(socket: &Path, dict: &str, lines: &[&[u8]]) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    writer
+        .write_all(format!("H3\t2\t0\t\t{dict}\n").as_bytes())
+        .unwrap();
+    let mut replies = Vec::new();
+    for line in lines {
+        writer.write_all(line).unwrap();
+        writer.write_all(b"\n").unwrap();
+        let (lookup, iterate) = (line[0] == b'L', line[0] == b'I');
+        if !lookup && !iterate && line[0] != b'C' {
+            continue;
+        }
+        loop {
+            let mut reply = Vec::new();
+            if let Err(e) = reader.read_until(b'\n', &mut reply) {
+                panic!(
+                    "{}: {dict}: no reply to {:?} ({e}); so far: {replies:?}",
+                    socket.display(),
+                    line.escape_ascii().to_string()
+                );
+            }
+            assert!(reply.ends_with(b"\n"), "connection closed after {line:?}");
+            let fields: Vec<&[u8]> = reply[..reply.len() - 1].split(|&b| b == b'\t').collect();
+            // `+<id>\t<reply>[\t<4 timing fields>]`; `*<id>` announces it.
+            let timed = fields.len() >= 6
+                && fields[fields.len() - 4..]
+                    .iter()
+                    .all(|f| !f.is_empty() && f.iter().all(u8::is_ascii_digit));
+            let kept = if timed {
+                &fields[..fields.len() - 4]
+            } else {
+                &fields[..]
+            };
+            replies.push(kept.join(&b'\t').escape_ascii().to_string());
+            let done = kept[0].starts_with(b"+")
+                && (!iterate
+                    || (kept.len() == 2 && kept[1].is_empty())
+                    || kept[1].starts_with(b"F"));
+            if done {
+                break;
+            }
+        }
+    }
+    replies
+}
+
+/// The tables of the raw cases, private to one run (`{p}` prefixed).
+struct RawStores {
+    prefix: String,
+    sqlite: PathBuf,
+    redis_prefix: String,
+}
+
+const RAW_TABLES: [&str; 4] = ["quota", "kv", "userkv", "bench"];
+
+impl RawStores {
+    fn backend(dict: &str) -> Backend {
+        match dict {
+            "sq" => Backend::Sqlite,
+            "my" => Backend::Mysql,
+            "pg" => Backend::Pgsql,
+            _ => Backend::Redis,
+        }
+    }
+
+    fn sql(&self, dict: &str, query: &str) -> String {
+        dict_tests::sql_query(
+            Self::backend(dict),
+            Some(&self.sqlite),
+            &query.replace("{p}", &self.prefix),
+        )
+    }
+
+    /// Creates the tables from the fixtures' schemas, prefixed.
+    fn create(&self) {
+        for (dict, file) in [
+            ("sq", "schema-sqlite.sql"),
+            ("my", "schema-mysql.sql"),
+            ("pg", "schema-sqlite.sql"),
+        ] {
+            let schema =
+                std::fs::read_to_string(dict_tests::repo_dir().join("tests/fixtures").join(file))
+                    .unwrap();
+            // Without the comments: the CLIs take the statements as an argument.
+            let statements: String = schema
+                .lines()
+                .filter(|l| !l.starts_with("--"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            self.sql(dict, &statements.replace("EXISTS ", "EXISTS {p}"));
+        }
+    }
+
+    /// Empties the store of `dict`.
+    fn wipe(&self, dict: &str) {
+        if dict == "r" {
+            for key in self.redis_keys() {
+                dict_tests::redis_del(&[&key]);
+            }
+            return;
+        }
+        for t in RAW_TABLES {
+            self.sql(dict, &format!("DELETE FROM {{p}}{t}"));
+        }
+    }
+
+    fn redis_keys(&self) -> Vec<String> {
+        let out = run_ok(
+            Command::new("redis-cli")
+                .arg("-h")
+                .arg(service_env("DICT_TEST_REDIS_HOST"))
+                .arg("-p")
+                .arg(service_env("DICT_TEST_REDIS_PORT"))
+                .arg("--scan")
+                .arg("--pattern")
+                .arg(format!("{}*", self.redis_prefix)),
+        );
+        let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Every row (or Redis key) of the store, bytes as hex, with SQLite's storage class.
+    fn dump(&self, dict: &str) -> String {
+        let (hex, class) = match dict {
+            "sq" => ("hex", "typeof"),
+            "my" => ("hex", "''"),
+            "pg" => ("encode(convert_to", "''"),
+            _ => {
+                return self
+                    .redis_keys()
+                    .iter()
+                    .map(|k| format!("{k} {}\n", dict_tests::redis_get(k)))
+                    .collect()
+            }
+        };
+        let col = |c: &str| {
+            if dict == "pg" {
+                format!("{hex}({c}::text, 'UTF8'), 'hex')")
+            } else {
+                format!("{hex}({c})")
+            }
+        };
+        let kind = |c: &str| {
+            if class == "typeof" {
+                format!("typeof({c})")
+            } else {
+                "''".to_string()
+            }
+        };
+        let mut out = String::new();
+        for (t, cols) in [
+            ("quota", ["username", "bytes", "messages"]),
+            ("kv", ["scope", "name", "value"]),
+        ] {
+            let select: Vec<String> = cols
+                .iter()
+                .map(|c| format!("{}, {}", kind(c), col(c)))
+                .collect();
+            out += &self.sql(
+                dict,
+                &format!("SELECT {} FROM {{p}}{t} ORDER BY 2, 4", select.join(", ")),
+            );
+            out += "\n";
+        }
+        out
+    }
+}
+
+/// Issue-sized exchanges of raw bytes, each to Dovecot's own dict server and to ours on
+/// the same store: the same replies (timing fields aside) and the same rows, on SQLite,
+/// MariaDB, PostgreSQL and Redis (the cases that apply to each).
+#[test]
+fn raw_bytes_get_dovecots_replies_and_rows() {
+    let dir = shared_dir();
+    let prefix = unique("raw").replace('x', "_") + "_";
+    let stores = RawStores {
+        prefix: prefix.clone(),
+        sqlite: dir.path().join("raw.db"),
+        redis_prefix: format!("{prefix}r/"),
+    };
+    run_ok(
+        Command::new("sqlite3")
+            .arg(&stores.sqlite)
+            .arg("PRAGMA journal_mode=WAL"),
+    );
+    stores.create();
+    let maps = MAPS.replace("table = ", &format!("table = {prefix}"));
+    let mut dicts = Vec::new();
+    for dict in ["sq", "my", "pg"] {
+        let backend = RawStores::backend(dict);
+        let connect = match backend {
+            Backend::Sqlite => stores.sqlite.display().to_string(),
+            server => server.server_connect(),
+        };
+        let map = dir.path().join(format!("{dict}.conf.ext"));
+        std::fs::write(&map, format!("connect = {connect}\n{maps}")).unwrap();
+        dicts.push((dict, format!("{}:{}", backend.driver(), map.display())));
+    }
+    dicts.push((
+        "r",
+        format!(
+            "redis:host={}:port={}:prefix={}",
+            service_env("DICT_TEST_REDIS_HOST"),
+            service_env("DICT_TEST_REDIS_PORT"),
+            stores.redis_prefix
+        ),
+    ));
+    run_ok(
+        Command::new("chown")
+            .arg("-R")
+            .arg("dovecot:dovecot")
+            .arg(dir.path()),
+    );
+    let block: String = dicts
+        .iter()
+        .map(|(name, uri)| format!("  {name} = {uri}\n"))
+        .collect();
+    let theirs = DovecotDict::start(&block);
+    let ours: Vec<DictServer> = dicts
+        .iter()
+        .map(|(name, uri)| DictServer::start_with_dict(RawStores::backend(name), name, uri))
+        .collect();
+    let mut compared = 0;
+    for case in RAW_CASES {
+        for &dict in case.dicts {
+            let our_socket = &ours.iter().find(|s| s.name == dict).unwrap().socket;
+            let mut seen = Vec::new();
+            for socket in [&theirs.socket, our_socket] {
+                stores.wipe(dict);
+                if dict != "r" {
+                    for sql in case.setup {
+                        stores.sql(dict, sql);
+                    }
+                }
+                let replies = raw_exchange(socket, dict, case.lines);
+                seen.push((replies, stores.dump(dict)));
+            }
+            assert_eq!(
+                seen[1], seen[0],
+                "{dict}: {}: ours (left) vs Dovecot (right)",
+                case.what
+            );
+            compared += 1;
+        }
+    }
+    for dict in ["my", "pg"] {
+        for t in RAW_TABLES {
+            stores.sql(dict, &format!("DROP TABLE {{p}}{t}"));
+        }
+    }
+    assert_eq!(compared, 18, "cases compared");
+}

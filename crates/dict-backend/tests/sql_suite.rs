@@ -582,10 +582,180 @@ suite!(
     double_and_uuid_types,
     scan_users_reads_every_user,
     concurrent_commits_fail_alone,
+    text_is_stored_as_sent_or_refused,
+    exact_key_with_recurse_reads_the_first_map,
+    increments_of_null_columns,
 );
 
 mod cases {
     use super::*;
+
+    /// Text that isn't UTF-8: SQLite stores it as TEXT with the same bytes (as Dovecot
+    /// does), MariaDB's utf8mb4 columns and PostgreSQL refuse it with `F` (nothing sent
+    /// to PostgreSQL), never a changed value.
+    pub async fn text_is_stored_as_sent_or_refused(env: &Env) {
+        let commit = |key: &[u8], value: &[u8], user: &[u8]| {
+            env.dict.commit(Transaction {
+                username: user.to_vec(),
+                changes: vec![Change::Set {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                }],
+                ..Default::default()
+            })
+        };
+        let lookup = |key: &'static [u8], user: &'static [u8]| env.dict.lookup(key, user);
+        let kv = env.t("kv");
+        let cases: [(&[u8], &[u8], &[u8]); 3] = [
+            (b"shared/kv/x/y", b"\xff\xfe", b""),
+            (b"shared/kv/x/z\xff", b"v", b""),
+            (b"priv/quota/storage", b"5", b"\xffu"),
+        ];
+        for (key, value, user) in cases {
+            let r = commit(key, value, user).await;
+            match env.kind {
+                Kind::Sqlite => assert_eq!(r, CommitResult::Ok),
+                Kind::Mysql => {
+                    assert!(failed(r)
+                        .starts_with("sql dict: commit failed: Incorrect string value: '\\x"),)
+                }
+                Kind::Pgsql => assert_eq!(
+                    failed(r),
+                    "sql dict: commit failed: invalid multibyte character"
+                ),
+            }
+        }
+        let found = lookup(b"shared/kv/x/y", b"").await.unwrap();
+        let by_key = lookup(b"shared/kv/x/z\xff", b"").await;
+        match env.kind {
+            Kind::Sqlite => {
+                assert_eq!(found, Some(vec![b"\xff\xfe".to_vec()]));
+                assert_eq!(by_key.unwrap(), Some(vec![b"v".to_vec()]));
+                // The latin1-looking UTF-8 of those bytes is another value.
+                assert_eq!(lookup(b"shared/kv/x/\xc3\xbf", b"").await.unwrap(), None);
+                assert_eq!(
+                    env.rows(&format!(
+                        "SELECT typeof(name), typeof(value), hex(name), hex(value) FROM {kv} ORDER BY name"
+                    ))
+                    .await,
+                    vec![
+                        vec![s("text"), s("text"), s("79"), s("FFFE")],
+                        vec![s("text"), s("text"), s("7AFF"), s("76")],
+                    ]
+                );
+                // A row as Dovecot writes it is found and updated in place.
+                env.exec(&format!(
+                    "INSERT INTO {kv} (scope, name, value) VALUES ('d', CAST(X'FFFE' AS TEXT), 'old')"
+                ))
+                .await;
+                assert_eq!(
+                    lookup(b"shared/kv/d/\xff\xfe", b"").await.unwrap(),
+                    Some(vec![b"old".to_vec()])
+                );
+                let r = commit(b"shared/kv/d/\xff\xfe", b"new", b"").await;
+                assert_eq!(r, CommitResult::Ok);
+                assert_eq!(
+                    env.rows(&format!("SELECT value FROM {kv} WHERE scope = 'd'"))
+                        .await,
+                    vec![vec![s("new")]]
+                );
+            }
+            Kind::Mysql => {
+                assert_eq!(found, None);
+                // As Dovecot: no utf8mb4 row can have that key.
+                assert_eq!(by_key.unwrap(), None);
+                let rows = env.rows(&format!("SELECT name FROM {kv}")).await;
+                assert!(rows.is_empty(), "{rows:?}");
+            }
+            Kind::Pgsql => {
+                assert_eq!(found, None);
+                assert_eq!(
+                    by_key.unwrap_err().to_string(),
+                    "invalid multibyte character"
+                );
+                let rows: Vec<_> = env
+                    .dict
+                    .iterate(b"shared/kv/x\xff/", b"", opts())
+                    .collect()
+                    .await;
+                assert_eq!(
+                    rows.into_iter()
+                        .map(|r| r.unwrap_err().to_string())
+                        .collect::<Vec<_>>(),
+                    vec!["dict sql iterate failed: invalid multibyte character"]
+                );
+            }
+        }
+    }
+
+    /// EXACT_KEY with RECURSE lists the rows of the first map that matches the path only,
+    /// as Dovecot does.
+    pub async fn exact_key_with_recurse_reads_the_first_map(env: &Env) {
+        let changes = vec![set("shared/kv/a/b", "1"), set("shared/bench/zz", "2")];
+        assert_eq!(env.commit("", changes).await, CommitResult::Ok);
+        let both = IterateOptions {
+            exact_key: true,
+            ..recurse()
+        };
+        assert_eq!(
+            env.iter("shared/", "", both).await.unwrap(),
+            vec![("shared/kv/a/b".into(), vec!["1".into()])]
+        );
+        assert_eq!(
+            env.keys("shared/", "", recurse()).await,
+            vec!["shared/bench/zz", "shared/kv/a/b"]
+        );
+    }
+
+    /// An increment of a NULL column: MariaDB counts the row as unchanged, so the commit
+    /// is NOTFOUND there (as Dovecot answers); the other databases count it as found.
+    /// Increments that cancel out are likewise NOTFOUND on MariaDB.
+    pub async fn increments_of_null_columns(env: &Env) {
+        let expq = env.t("expq");
+        env.exec(&format!(
+            "INSERT INTO {expq} (username, bytes, messages) VALUES ('u', NULL, 3)"
+        ))
+        .await;
+        let inc = |changes: Vec<Change>| {
+            env.dict24.commit(Transaction {
+                username: b"u".to_vec(),
+                changes,
+                ..Default::default()
+            })
+        };
+        let mysql = env.kind == Kind::Mysql;
+        let found = |mysql_notfound: bool| {
+            if mysql && mysql_notfound {
+                CommitResult::NotFound
+            } else {
+                CommitResult::Ok
+            }
+        };
+        assert_eq!(
+            inc(vec![super::inc("priv/exp/storage", 5)]).await,
+            found(true)
+        );
+        // One column that changes is enough.
+        let both = vec![
+            super::inc("priv/exp/storage", 5),
+            super::inc("priv/exp/messages", 1),
+        ];
+        assert_eq!(inc(both).await, found(false));
+        let cancel = vec![
+            super::inc("priv/exp/messages", 2),
+            super::inc("priv/exp/messages", -2),
+        ];
+        assert_eq!(inc(cancel).await, found(true));
+        assert_eq!(
+            env.rows(&format!(
+                "SELECT {}, {} FROM {expq}",
+                env.txt("bytes"),
+                env.txt("messages")
+            ))
+            .await,
+            vec![vec![None, s("4")]]
+        );
+    }
 
     /// Commits arriving together (on SQLite: applied as one group, one transaction with a
     /// savepoint each) keep their own outcomes: a failing statement fails only its

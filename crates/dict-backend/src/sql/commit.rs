@@ -25,7 +25,8 @@ use super::driver::Exec;
 use super::query::{find_map, is_private, key_params, typed_param, Param, Queries, Shape};
 
 enum Item {
-    Value(Vec<u8>),
+    /// A set's value, already checked against its map's value type.
+    Value(Param),
     Diff(i64),
 }
 
@@ -37,6 +38,9 @@ struct Batch {
     vars: Vec<Vec<u8>>,
     /// Changes merged in (for the error text).
     count: usize,
+    /// The first value that failed its type check, also when a later set of the same
+    /// column replaced it (Dovecot checks every value): the batch fails when flushed.
+    error: Option<String>,
     /// One per value column: the map that names it and the value or diff.
     items: Vec<(usize, Item)>,
 }
@@ -91,14 +95,21 @@ pub(crate) fn plan_expiring(
                 }
                 let batch = sets.get_or_insert_with(|| Batch::new(key, m, private, &vars));
                 batch.count += 1;
+                let value = match typed_param(&maps[m], maps[m].value_types[0], "value", value) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        batch.error.get_or_insert(e);
+                        continue;
+                    }
+                };
                 let column = &maps[m].value_fields[0];
                 match batch
                     .items
                     .iter_mut()
                     .find(|(bm, _)| maps[*bm].value_fields[0] == *column)
                 {
-                    Some(item) => *item = (m, Item::Value(value.clone())),
-                    None => batch.items.push((m, Item::Value(value.clone()))),
+                    Some(item) => *item = (m, Item::Value(value)),
+                    None => batch.items.push((m, Item::Value(value))),
                 }
             }
             Change::Unset { key } => {
@@ -202,6 +213,7 @@ impl Batch {
             first_map: map,
             vars: vars.iter().map(|v| v.to_vec()).collect(),
             count: 0,
+            error: None,
             items: Vec::new(),
         }
     }
@@ -238,16 +250,18 @@ fn flush_sets(
             lossy(&b.first_key)
         )
     };
+    if let Some(e) = &b.error {
+        return Err(fail(e.clone()));
+    }
     let maps: Vec<usize> = b.items.iter().map(|(m, _)| *m).collect();
     let values: Vec<Param> = b
         .items
         .iter()
-        .map(|(m, item)| match item {
-            Item::Value(v) => typed_param(&q.maps[*m], q.maps[*m].value_types[0], "value", v),
+        .map(|(_, item)| match item {
+            Item::Value(v) => v.clone(),
             Item::Diff(_) => unreachable!("sets hold values"),
         })
-        .collect::<Result<_, _>>()
-        .map_err(fail)?;
+        .collect();
     let first = &q.maps[b.first_map];
     let expire = first
         .expire_field
@@ -283,7 +297,7 @@ fn flush_sets(
     })
 }
 
-fn flush_incs(q: &Queries, username: &[u8], b: Batch) -> Result<Exec, String> {
+fn flush_incs(q: &Queries, username: &[u8], mut b: Batch) -> Result<Exec, String> {
     let fail = |e: String| {
         format!(
             "dict-sql: Failed to increase {} fields (first {}): {e}",
@@ -291,6 +305,15 @@ fn flush_incs(q: &Queries, username: &[u8], b: Batch) -> Result<Exec, String> {
             lossy(&b.first_key)
         )
     };
+    let key = key_params(&q.maps[b.first_map], &b.vars).map_err(fail)?;
+    if q.dialect == Dialect::Mysql {
+        // Increments that cancel out change nothing, and MySQL counts changed rows (as
+        // Dovecot's statements show: `SET v=v+5,v=v+-5` is NOTFOUND there).
+        b.items.retain(|(_, item)| !matches!(item, Item::Diff(0)));
+        if b.items.is_empty() {
+            return Ok(Exec::Unchanged);
+        }
+    }
     let maps: Vec<usize> = b.items.iter().map(|(m, _)| *m).collect();
     let mut params: Vec<Param> = b
         .items
@@ -300,7 +323,7 @@ fn flush_incs(q: &Queries, username: &[u8], b: Batch) -> Result<Exec, String> {
             Item::Value(_) => unreachable!("increments hold diffs"),
         })
         .collect();
-    params.extend(key_params(&q.maps[b.first_map], &b.vars).map_err(fail)?);
+    params.extend(key);
     if b.private {
         params.push(Param::Text(username.to_vec()));
     }
@@ -362,6 +385,7 @@ mod tests {
                     insert,
                     ..
                 } => (format!("{update} / {insert}"), update_params.clone()),
+                Exec::Unchanged => ("unchanged".into(), Vec::new()),
             })
             .collect()
     }
@@ -380,7 +404,7 @@ mod tests {
         assert_eq!(
             sqls(&steps),
             vec![(
-                "INSERT INTO quota (bytes,messages,username) VALUES (?,?,?) ON CONFLICT (username) DO UPDATE SET bytes=excluded.bytes,messages=excluded.messages".into(),
+                "INSERT INTO quota (bytes,messages,username) VALUES (?,?,CAST(? AS TEXT)) ON CONFLICT (username) DO UPDATE SET bytes=excluded.bytes,messages=excluded.messages".into(),
                 vec![Param::Int(1), Param::Int(2), Param::Text(b"u".to_vec())]
             )]
         );
@@ -427,7 +451,10 @@ mod tests {
             &[set("priv/quota/storage", "1"), unset("priv/quota/messages")],
         )
         .unwrap();
-        assert_eq!(sqls(&steps)[1].0, "DELETE FROM quota WHERE username = ?");
+        assert_eq!(
+            sqls(&steps)[1].0,
+            "DELETE FROM quota WHERE username = CAST(? AS TEXT)"
+        );
         // an increment in between keeps the unset
         assert_eq!(
             elided_unsets(&[unset("k"), inc("k", 1), set("k", "1")]),
@@ -454,7 +481,7 @@ mod tests {
         assert_eq!(
             sqls(&steps),
             vec![(
-                "UPDATE quota SET bytes=bytes+?,messages=messages+? WHERE username = ?".into(),
+                "UPDATE quota SET bytes=bytes+?,messages=messages+? WHERE username = CAST(? AS TEXT)".into(),
                 vec![Param::Int(5), Param::Int(-1), Param::Text(b"u".to_vec())]
             )]
         );
@@ -504,12 +531,70 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_value_fails_also_when_a_later_set_replaces_it() {
+        let bad = "dict-sql: Failed to set 2 fields (first priv/quota/storage): value field's value isn't 64bit unsigned integer: abc (in pattern: priv/quota/storage)";
+        let changes = [
+            set("priv/quota/storage", "abc"),
+            set("priv/quota/storage", "5"),
+        ];
+        assert_eq!(plan(&q(), b"u", &changes).unwrap_err(), bad);
+        let changes = [
+            set("priv/quota/storage", "5"),
+            set("priv/quota/storage", "abc"),
+        ];
+        assert_eq!(plan(&q(), b"u", &changes).unwrap_err(), bad);
+    }
+
+    #[test]
+    fn mysql_increments_that_cancel_out_are_notfound() {
+        let maps = SqlMapFile::parse_str(MAPS, "/m.conf").unwrap().maps;
+        let mysql = Queries::new(Dialect::Mysql, Arc::from(maps), Catalog::default());
+        let steps = plan(
+            &mysql,
+            b"u",
+            &[inc("priv/quota/storage", 5), inc("priv/quota/storage", -5)],
+        )
+        .unwrap();
+        assert!(matches!(steps[..], [Exec::Unchanged]));
+        // Only the column that changes is counted: NULL + n stays NULL, no row changed.
+        let steps = plan(
+            &mysql,
+            b"u",
+            &[
+                inc("priv/quota/storage", 5),
+                inc("priv/quota/messages", 1),
+                inc("priv/quota/storage", -5),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            sqls(&steps),
+            vec![(
+                "UPDATE quota SET messages=messages+? WHERE username = ? AND (messages IS NOT NULL)"
+                    .into(),
+                vec![Param::Int(1), Param::Text(b"u".to_vec())]
+            )]
+        );
+        // Databases that count matched rows run it as it is.
+        let steps = plan(
+            &q(),
+            b"u",
+            &[inc("priv/quota/storage", 5), inc("priv/quota/storage", -5)],
+        )
+        .unwrap();
+        assert_eq!(
+            sqls(&steps)[0].1,
+            vec![Param::Int(0), Param::Text(b"u".to_vec())]
+        );
+    }
+
+    #[test]
     fn shared_map_without_variables() {
         let steps = plan(&q(), b"", &[set("shared/single", "x")]).unwrap();
         assert_eq!(
             sqls(&steps),
             vec![(
-                "UPDATE single SET v=? / INSERT INTO single (v) VALUES (?)".into(),
+                "UPDATE single SET v=CAST(? AS TEXT) / INSERT INTO single (v) VALUES (CAST(? AS TEXT))".into(),
                 vec![Param::Text(b"x".to_vec())]
             )]
         );

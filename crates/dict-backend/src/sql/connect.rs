@@ -100,7 +100,11 @@ const MYSQL_SOCKETS: [&str; 3] = [
 fn parse_mysql(connect: &str) -> Result<Target, String> {
     let mut hosts = Vec::new();
     let mut pool = PoolSettings::default();
-    let mut base = MySqlConnectOptions::new().ssl_mode(MySqlSslMode::Disabled);
+    // The collation Dovecot's client library asks for (sqlx's default is
+    // utf8mb4_unicode_ci): what literals compare with, and what errors name.
+    let mut base = MySqlConnectOptions::new()
+        .ssl_mode(MySqlSslMode::Disabled)
+        .collation("utf8mb4_general_ci");
     let mut port = None;
     let (mut ssl, mut verify) = (false, true);
     for token in connect.split_ascii_whitespace() {

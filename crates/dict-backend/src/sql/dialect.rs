@@ -103,9 +103,13 @@ impl<'a> SqlText<'a> {
     }
 
     /// A placeholder for a value compared with or stored into `column` of the table.
+    /// SQLite text is cast to TEXT: sqlx can only bind UTF-8 as text, so other bytes are
+    /// bound as a BLOB and the cast makes them text again, unchanged, as Dovecot stores
+    /// them (a BLOB would neither equal nor sort like that TEXT).
     pub fn param(&mut self, kind: ParamKind, column: Option<&str>) -> &mut Self {
         self.params += 1;
         match self.dialect {
+            Dialect::Sqlite if kind == ParamKind::Text => self.sql.push_str("CAST(? AS TEXT)"),
             Dialect::Sqlite | Dialect::Mysql => self.sql.push('?'),
             Dialect::Postgres => {
                 let n = self.params;
@@ -210,7 +214,7 @@ mod tests {
             .param(ParamKind::Text, Some("a"))
             .push(" AND b = ")
             .param(ParamKind::Int, None);
-        assert_eq!(s.finish(), "a = ? AND b = ?");
+        assert_eq!(s.finish(), "a = CAST(? AS TEXT) AND b = ?");
         let mut s = SqlText::new(Dialect::Postgres, &cat, "t");
         s.push("a = ")
             .param(ParamKind::Text, Some("a"))

@@ -24,6 +24,11 @@ use tokio::time::Instant;
 use super::connect::{PoolSettings, Target};
 use super::dialect::{ColumnType, Dialect};
 use super::query::Param;
+use super::text_param::MysqlText;
+
+/// What PostgreSQL's client library says of text that isn't valid in the database's
+/// encoding (UTF-8), which Dovecot's pgsql dict answers.
+pub(crate) const NOT_UTF8: &str = "invalid multibyte character";
 
 /// One value as the database returned it.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +67,11 @@ impl DbError {
             DbError::Timeout(_) => true,
             DbError::Invalid(_) => false,
         }
+    }
+
+    /// Refused here, before anything was sent: the connection is fine.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, DbError::Invalid(_))
     }
 
     /// An error reported by the database server about a statement.
@@ -121,6 +131,25 @@ pub(crate) enum Exec {
         insert: Arc<str>,
         insert_params: Vec<Param>,
     },
+    /// An increment that can't change its row (its diffs add up to 0) where the database
+    /// counts changed rows, not matched ones (MySQL, as Dovecot uses it): NOTFOUND.
+    Unchanged,
+}
+
+impl Exec {
+    /// The values this step binds.
+    pub fn params(&self) -> impl Iterator<Item = &Param> {
+        let (a, b): (&[Param], &[Param]) = match self {
+            Exec::Run { params, .. } => (params, &[]),
+            Exec::UpdateElseInsert {
+                update_params,
+                insert_params,
+                ..
+            } => (update_params, insert_params),
+            Exec::Unchanged => (&[], &[]),
+        };
+        a.iter().chain(b)
+    }
 }
 
 /// Columns and unique keys of a table, for `check()` and PostgreSQL's parameter types.
@@ -156,8 +185,8 @@ impl Backend for Sqlite {
         p: &'q Param,
     ) -> Result<Query<'q, Self, <Self as Database>::Arguments<'q>>, DbError> {
         Ok(match p {
-            // Text that is not UTF-8 is stored as a BLOB: the bytes come back unchanged and
-            // compare equal to themselves.
+            // Text that is not UTF-8 goes as a BLOB that the statement casts back to TEXT
+            // (`SqlText::param`): stored and compared as text with the bytes unchanged.
             Param::Text(t) => match std::str::from_utf8(t) {
                 Ok(s) => q.bind(s),
                 Err(_) => q.bind(t.as_slice()),
@@ -194,11 +223,8 @@ impl Backend for MySql {
         p: &'q Param,
     ) -> Result<Query<'q, Self, <Self as Database>::Arguments<'q>>, DbError> {
         Ok(match p {
-            // Not UTF-8: sent as bytes, the column's character set decides.
-            Param::Text(t) => match std::str::from_utf8(t) {
-                Ok(s) => q.bind(s),
-                Err(_) => q.bind(t.as_slice()),
-            },
+            // Always as a string, also when not UTF-8: the column decides, as for Dovecot.
+            Param::Text(t) => q.bind(MysqlText(t)),
             Param::Int(i) => q.bind(*i),
             Param::Double(d) => q.bind(*d),
             Param::NullInt => q.bind(None::<i64>),
@@ -243,12 +269,8 @@ impl Backend for Postgres {
         Ok(match p {
             Param::Text(t) => match std::str::from_utf8(t) {
                 Ok(s) => q.bind(s),
-                Err(_) => {
-                    return Err(DbError::Invalid(format!(
-                        "value isn't valid UTF-8, PostgreSQL text can't store it: {}",
-                        String::from_utf8_lossy(t)
-                    )))
-                }
+                // Callers refuse such text before anything is sent (`refuse_non_utf8`).
+                Err(_) => return Err(DbError::Invalid(NOT_UTF8.into())),
             },
             Param::Int(i) => q.bind(*i),
             Param::Double(d) => q.bind(*d),
@@ -390,6 +412,7 @@ macro_rules! run_steps {
                             missing = true;
                         }
                     }
+                    Exec::Unchanged => missing = true,
                     Exec::UpdateElseInsert {
                         update,
                         update_params,

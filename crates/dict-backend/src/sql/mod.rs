@@ -38,10 +38,12 @@ mod connect;
 mod dialect;
 mod driver;
 mod group;
+mod outcome;
 mod pattern;
 mod query;
 mod scan;
 mod sqlite_read;
+mod text_param;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -58,9 +60,12 @@ use tokio::time::{timeout_at, Instant};
 use crate::{CommitResult, Dict, DictError, IterRow, IterateOptions, Transaction, UserValues};
 
 use dialect::{ident_name, Catalog, Dialect};
-use driver::{Cell, Db, DbError, Phase, SqliteSettings};
+use driver::{Cell, Db, DbError, Exec, Phase, SqliteSettings};
+use outcome::Next;
 use pattern::{match_path, rebuild_key, MatchKind};
-use query::{find_map, is_private, key_params, IterMode, Limit, Param, Queries, Shape, Sort};
+use query::{
+    find_map, has_non_utf8, is_private, key_params, IterMode, Limit, Param, Queries, Shape, Sort,
+};
 
 /// Tuning of an SQL dict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,7 +189,7 @@ impl SqlDict {
                 .push(expire)
                 .push(" <= ")
                 .param(dialect::ParamKind::Int, None);
-            steps.push(driver::Exec::Run {
+            steps.push(Exec::Run {
                 sql: sql.finish().into(),
                 params: vec![Param::Int(unix_now())],
                 count: false,
@@ -459,7 +464,8 @@ fn plan_iterate(
             params,
             limit,
         }));
-        if exact {
+        // EXACT_KEY, also with RECURSE: the first map that matches the path only.
+        if opts.exact_key {
             break;
         }
     }
@@ -525,6 +531,11 @@ impl Inner {
                 params.push(Param::Int(
                     i64::try_from(opts.max_rows - sent).unwrap_or(i64::MAX),
                 ));
+            }
+            if queries.dialect == Dialect::Postgres && has_non_utf8(params.iter()) {
+                let e = format!("dict sql iterate failed: {}", driver::NOT_UTF8);
+                let _ = tx.send(Err(DictError::new(e))).await;
+                return;
             }
             let sql = queries.sql(&q.shape);
             match self
@@ -669,6 +680,10 @@ impl Dict for SqlDict {
         if map.expire_field.is_some() {
             params.push(Param::Int(unix_now()));
         }
+        if inner.db.dialect() == Dialect::Postgres && has_non_utf8(params.iter()) {
+            // As Dovecot's pgsql dict answers it: no prefix.
+            return Err(DictError::new(driver::NOT_UTF8));
+        }
         let deadline = inner.deadline();
         let row = async {
             let queries = inner.queries(deadline).await?;
@@ -715,6 +730,10 @@ impl Dict for SqlDict {
             Ok(steps) => steps,
             Err(e) => return CommitResult::Failed(e),
         };
+        if queries.dialect == Dialect::Postgres && has_non_utf8(steps.iter().flat_map(Exec::params))
+        {
+            return CommitResult::Failed(failed(&driver::NOT_UTF8));
+        }
         if steps.is_empty() {
             return CommitResult::Ok;
         }
@@ -726,11 +745,17 @@ impl Dict for SqlDict {
                 group::Outcome::Uncertain(e) => CommitResult::WriteUncertain(failed(&e)),
             };
         }
+        let answer = |next: Next, e: &DbError| match next {
+            Next::Uncertain => CommitResult::WriteUncertain(failed(e)),
+            _ => CommitResult::Failed(failed(e)),
+        };
         let mut retries = 0;
+        // An attempt got as far as sending its statement: it may have been applied.
+        let mut maybe_applied = false;
         loop {
             let mut conn = match inner.db.acquire(true, deadline).await {
                 Ok(c) => c,
-                Err(e) => return CommitResult::Failed(failed(&e)),
+                Err(e) => return answer(outcome::after_acquire_failure(maybe_applied), &e),
             };
             let mut phase = Phase::Begin;
             let result = match timeout_at(deadline, conn.transaction(&steps, &mut phase)).await {
@@ -742,23 +767,15 @@ impl Dict for SqlDict {
                 Ok(true) => return CommitResult::NotFound,
                 Err(e) => e,
             };
-            if !e.is_database() {
+            if !e.is_database() && !e.is_refused() {
                 conn.discard();
             }
-            match phase {
-                // A stale pooled connection: nothing was applied (Begin), or what was
-                // applied is applied again alike (Repeatable): try a fresh one.
-                Phase::Begin | Phase::Repeatable
-                    if e.is_connection()
-                        && retries < MAX_RETRIES
-                        && !matches!(e, DbError::Timeout(_)) =>
-                {
-                    retries += 1
+            match outcome::after_failure(phase, &e, maybe_applied, retries < MAX_RETRIES) {
+                Next::Retry => {
+                    retries += 1;
+                    maybe_applied |= phase == Phase::Repeatable;
                 }
-                Phase::Committing | Phase::Repeatable if !e.is_database() => {
-                    return CommitResult::WriteUncertain(failed(&e))
-                }
-                _ => return CommitResult::Failed(failed(&e)),
+                next => return answer(next, &e),
             }
         }
     }

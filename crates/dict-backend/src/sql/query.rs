@@ -125,6 +125,11 @@ pub(crate) fn key_params(map: &SqlMap, values: &[impl AsRef<[u8]>]) -> Result<Ve
         .collect()
 }
 
+/// Whether a text value isn't UTF-8 (PostgreSQL text can't hold it).
+pub(crate) fn has_non_utf8<'a>(mut params: impl Iterator<Item = &'a Param>) -> bool {
+    params.any(|p| matches!(p, Param::Text(t) if std::str::from_utf8(t).is_err()))
+}
+
 /// Whether `key` is a `priv/` key (then the username column is part of the row's key).
 pub(crate) fn is_private(key: &[u8]) -> bool {
     key.starts_with(crate::PRIV_PREFIX)
@@ -366,8 +371,21 @@ impl Queries {
                     s.push(&format!("{column}={column}+"))
                         .param(ParamKind::Int, Some(column));
                 }
-                let _ =
+                let wrote =
                     self.where_clause(&mut s, first, first.fields.len(), IterMode::Exact, *private);
+                if self.dialect == Dialect::Mysql {
+                    // MySQL counts the rows an UPDATE changed (as Dovecot's client has it):
+                    // NULL + n is NULL, so a row whose columns are all NULL counts as not
+                    // found. sqlx counts matched rows; this filter counts as Dovecot does.
+                    s.push(if wrote { " AND (" } else { " WHERE (" });
+                    for (i, &m) in maps.iter().enumerate() {
+                        if i > 0 {
+                            s.push(" OR ");
+                        }
+                        s.push(&self.maps[m].value_fields[0]).push(" IS NOT NULL");
+                    }
+                    s.push(")");
+                }
                 s.finish()
             }
             Shape::Iterate {
@@ -597,28 +615,28 @@ map {
                 map: 0,
                 private: true
             }),
-            "SELECT bytes FROM quota WHERE username = ?"
+            "SELECT bytes FROM quota WHERE username = CAST(? AS TEXT)"
         );
         assert_eq!(
             &*q.sql(&Shape::Lookup {
                 map: 4,
                 private: true
             }),
-            "SELECT bytes,messages FROM quota WHERE username = ?"
+            "SELECT bytes,messages FROM quota WHERE username = CAST(? AS TEXT)"
         );
         assert_eq!(
             &*q.sql(&Shape::Lookup {
                 map: 2,
                 private: false
             }),
-            "SELECT value FROM kv WHERE scope = ? AND name = ?"
+            "SELECT value FROM kv WHERE scope = CAST(? AS TEXT) AND name = CAST(? AS TEXT)"
         );
         assert_eq!(
             &*q.sql(&Shape::Lookup {
                 map: 3,
                 private: true
             }),
-            "SELECT value FROM userkv WHERE name = ? AND username = ?"
+            "SELECT value FROM userkv WHERE name = ? AND username = CAST(? AS TEXT)"
         );
         assert_eq!(
             &*q.sql(&Shape::Lookup {
@@ -632,7 +650,7 @@ map {
                 map: 0,
                 private: true
             }),
-            "DELETE FROM quota WHERE username = ?"
+            "DELETE FROM quota WHERE username = CAST(? AS TEXT)"
         );
         assert_eq!(
             &*q.sql(&Shape::Delete {
@@ -656,26 +674,26 @@ map {
         let q = queries(Dialect::Sqlite);
         assert_eq!(
             &*q.sql(&Shape::Upsert { maps: vec![0, 1], private: true }),
-            "INSERT INTO quota (bytes,messages,username) VALUES (?,?,?) ON CONFLICT (username) DO UPDATE SET bytes=excluded.bytes,messages=excluded.messages"
+            "INSERT INTO quota (bytes,messages,username) VALUES (?,?,CAST(? AS TEXT)) ON CONFLICT (username) DO UPDATE SET bytes=excluded.bytes,messages=excluded.messages"
         );
         assert_eq!(
             &*q.sql(&Shape::Upsert { maps: vec![2], private: false }),
-            "INSERT INTO kv (value,scope,name) VALUES (?,?,?) ON CONFLICT (scope,name) DO UPDATE SET value=excluded.value"
+            "INSERT INTO kv (value,scope,name) VALUES (CAST(? AS TEXT),CAST(? AS TEXT),CAST(? AS TEXT)) ON CONFLICT (scope,name) DO UPDATE SET value=excluded.value"
         );
         assert_eq!(
             &*q.sql(&Shape::Inc {
                 maps: vec![0, 1],
                 private: true
             }),
-            "UPDATE quota SET bytes=bytes+?,messages=messages+? WHERE username = ?"
+            "UPDATE quota SET bytes=bytes+?,messages=messages+? WHERE username = CAST(? AS TEXT)"
         );
         assert_eq!(
             &*q.sql(&Shape::UpdateAll { maps: vec![5] }),
-            "UPDATE single SET v=?"
+            "UPDATE single SET v=CAST(? AS TEXT)"
         );
         assert_eq!(
             &*q.sql(&Shape::Insert { maps: vec![5] }),
-            "INSERT INTO single (v) VALUES (?)"
+            "INSERT INTO single (v) VALUES (CAST(? AS TEXT))"
         );
         let q = queries(Dialect::Mysql);
         assert_eq!(
@@ -714,7 +732,7 @@ map {
                 false,
                 Limit::None
             ),
-            "SELECT value,name FROM kv WHERE scope = ? AND name LIKE '%' AND name NOT LIKE '%/%'"
+            "SELECT value,name FROM kv WHERE scope = CAST(? AS TEXT) AND name LIKE '%' AND name NOT LIKE '%/%'"
         );
         assert_eq!(
             it(
@@ -730,7 +748,7 @@ map {
         );
         assert_eq!(
             it(2, false, 2, IterMode::Exact, Sort::None, false, Limit::None),
-            "SELECT value,name FROM kv WHERE scope = ? AND name = ?"
+            "SELECT value,name FROM kv WHERE scope = CAST(? AS TEXT) AND name = CAST(? AS TEXT)"
         );
         assert_eq!(
             it(
@@ -742,7 +760,7 @@ map {
                 false,
                 Limit::Bound
             ),
-            "SELECT value,name FROM userkv WHERE username = ? ORDER BY name LIMIT ?"
+            "SELECT value,name FROM userkv WHERE username = CAST(? AS TEXT) ORDER BY name LIMIT ?"
         );
         // priv/ with nothing bound: the AND Dovecot 2.3.19 forgets is there.
         assert_eq!(
@@ -755,11 +773,11 @@ map {
                 true,
                 Limit::None
             ),
-            "SELECT name FROM userkv WHERE name IS NOT NULL AND username = ? ORDER BY value"
+            "SELECT name FROM userkv WHERE name IS NOT NULL AND username = CAST(? AS TEXT) ORDER BY value"
         );
         assert_eq!(
             it(0, true, 0, IterMode::Recurse, Sort::Key, true, Limit::One),
-            "SELECT 1 FROM quota WHERE username = ? LIMIT 1"
+            "SELECT 1 FROM quota WHERE username = CAST(? AS TEXT) LIMIT 1"
         );
     }
 
@@ -813,7 +831,7 @@ map {
                 private: false
             })
             .as_ref(),
-            "SELECT v FROM e WHERE n = ? AND (exp IS NULL OR exp > ?)"
+            "SELECT v FROM e WHERE n = CAST(? AS TEXT) AND (exp IS NULL OR exp > ?)"
         );
         assert_eq!(
             q.sql(&Shape::Lookup {
@@ -825,11 +843,11 @@ map {
         );
         assert_eq!(
             q.sql(&Shape::Upsert { maps: vec![0], private: false }).as_ref(),
-            "INSERT INTO e (v,exp,n) VALUES (?,?,?) ON CONFLICT (n) DO UPDATE SET v=excluded.v,exp=excluded.exp"
+            "INSERT INTO e (v,exp,n) VALUES (CAST(? AS TEXT),?,CAST(? AS TEXT)) ON CONFLICT (n) DO UPDATE SET v=excluded.v,exp=excluded.exp"
         );
         assert_eq!(
             q.sql(&Shape::UpdateAll { maps: vec![1] }).as_ref(),
-            "UPDATE one SET v=?,exp=?"
+            "UPDATE one SET v=CAST(? AS TEXT),exp=?"
         );
         let it = Shape::Iterate {
             map: 0,

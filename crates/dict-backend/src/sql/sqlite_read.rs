@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use rusqlite::types::ValueRef;
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
 use super::driver::{Cell, DbError};
@@ -105,13 +105,12 @@ fn first_row(
     let mut stmt = conn.prepare_cached(sql)?;
     for (i, p) in params.iter().enumerate() {
         let at = i + 1;
-        // Bound as sqlx binds them for writes (driver.rs): text that is not UTF-8 is a
-        // BLOB, so that it compares equal to what was stored.
+        // Text is bound as TEXT with its bytes unchanged, UTF-8 or not: what sqlx's
+        // writes store (driver.rs) and what Dovecot stores.
         match p {
-            Param::Text(t) => match std::str::from_utf8(t) {
-                Ok(s) => stmt.raw_bind_parameter(at, s)?,
-                Err(_) => stmt.raw_bind_parameter(at, t.as_slice())?,
-            },
+            Param::Text(t) => {
+                stmt.raw_bind_parameter(at, ToSqlOutput::Borrowed(ValueRef::Text(t)))?
+            }
             Param::Int(v) => stmt.raw_bind_parameter(at, v)?,
             Param::Double(v) => stmt.raw_bind_parameter(at, v)?,
             Param::NullInt => stmt.raw_bind_parameter(at, None::<i64>)?,
