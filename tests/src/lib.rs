@@ -396,7 +396,7 @@ pub fn redis_del(keys: &[&str]) {
 }
 
 /// `redis-cli` for the Redis of services.sh.
-fn redis_cli() -> Command {
+pub fn redis_cli() -> Command {
     let mut cmd = Command::new("redis-cli");
     cmd.arg("-h")
         .arg(service_env("DICT_TEST_REDIS_HOST"))

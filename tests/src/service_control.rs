@@ -193,14 +193,7 @@ pub fn rss_kib(pid: u32) -> u64 {
 /// Redis `CLIENT KILL TYPE normal`: closes every client connection (the dict server's too)
 /// but the one asking; returns how many were closed.
 pub fn redis_kill_clients() -> u64 {
-    let out = run_ok(
-        Command::new("redis-cli")
-            .arg("-h")
-            .arg(service_env("DICT_TEST_REDIS_HOST"))
-            .arg("-p")
-            .arg(service_env("DICT_TEST_REDIS_PORT"))
-            .args(["CLIENT", "KILL", "TYPE", "normal"]),
-    );
+    let out = run_ok(crate::redis_cli().args(["CLIENT", "KILL", "TYPE", "normal"]));
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
@@ -210,11 +203,7 @@ pub fn redis_kill_clients() -> u64 {
 /// The names (last path component) of the Redis keys under `prefix`.
 pub fn redis_key_names(prefix: &str) -> Vec<String> {
     let out = run_ok(
-        Command::new("redis-cli")
-            .arg("-h")
-            .arg(service_env("DICT_TEST_REDIS_HOST"))
-            .arg("-p")
-            .arg(service_env("DICT_TEST_REDIS_PORT"))
+        crate::redis_cli()
             .arg("--scan")
             .arg("--pattern")
             .arg(format!("{prefix}*")),

@@ -634,11 +634,7 @@ impl RawStores {
 
     fn redis_keys(&self) -> Vec<String> {
         let out = run_ok(
-            Command::new("redis-cli")
-                .arg("-h")
-                .arg(service_env("DICT_TEST_REDIS_HOST"))
-                .arg("-p")
-                .arg(service_env("DICT_TEST_REDIS_PORT"))
+            dict_tests::redis_cli()
                 .arg("--scan")
                 .arg("--pattern")
                 .arg(format!("{}*", self.redis_prefix)),
