@@ -5,6 +5,8 @@
 //!   host's 2.3 `doveadm dict` on the same socket at the same time;
 //! * the 2.4 quota_clone plugin with `quota_clone_unset = yes` and `= no`: the quota row
 //!   holds exactly what Dovecot reports after every step;
+//! * raw protocol-4 bytes to Dovecot 2.4's own dict server and to ours, both on the same 2.4
+//!   config (SQLite and Redis): the same replies and the same rows;
 //! * `dict-server convert` output accepted by the real 2.4 `doveconf` (and its 2.3 output by
 //!   the host's 2.3 `doveconf`).
 
@@ -886,6 +888,15 @@ fn raw_protocol4_bytes_get_dovecot24s_replies_and_rows() {
         assert_eq!(
             seen[1], seen[0],
             "{dict}: rows after the read-before-commit"
+        );
+    }
+    for (_, _, store) in sides {
+        store.wipe("r");
+        assert_eq!(
+            store.dump("r"),
+            "",
+            "Redis keys left under {}",
+            store.redis_prefix
         );
     }
 }
