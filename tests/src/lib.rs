@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 pub mod faults;
 pub mod load;
+pub mod raw_cases;
 pub mod service_control;
 pub mod wire;
 
@@ -597,5 +598,28 @@ impl DictServer {
             socket.display().to_string(),
         ];
         Self::spawn(dir, &args, socket, name, backend, sqlite_db, String::new())
+    }
+}
+
+impl DictServer {
+    /// Our server on a whole Dovecot 2.4 config written by the caller (`conf`, the file's
+    /// text, as Dovecot itself is given it), in `dir`, on a socket of its own there. `name`
+    /// is the dict [`DictServer::uri`] names; every dict of `conf` is served.
+    pub fn start24_config(
+        dir: tempfile::TempDir,
+        conf: &str,
+        name: &str,
+        backend: Backend,
+    ) -> DictServer {
+        let path = dir.path().join("dovecot.conf");
+        std::fs::write(&path, conf).unwrap();
+        let socket = dir.path().join("dict.sock");
+        let args = [
+            "--dovecot-config".to_string(),
+            path.display().to_string(),
+            "--listen".to_string(),
+            socket.display().to_string(),
+        ];
+        Self::spawn(dir, &args, socket, name, backend, None, String::new())
     }
 }

@@ -5,6 +5,8 @@
 //!   host's 2.3 `doveadm dict` on the same socket at the same time;
 //! * the 2.4 quota_clone plugin with `quota_clone_unset = yes` and `= no`: the quota row
 //!   holds exactly what Dovecot reports after every step;
+//! * raw protocol-4 bytes to Dovecot 2.4's own dict server and to ours, both on the same 2.4
+//!   config (SQLite and Redis): the same replies and the same rows;
 //! * `dict-server convert` output accepted by the real 2.4 `doveconf` (and its 2.3 output by
 //!   the host's 2.3 `doveconf`).
 
@@ -13,7 +15,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dict_tests::{doveadm, repo_dir, run_ok, server_binary, Backend, DictServer, Doveadm};
+use dict_tests::raw_cases::{self, raw_exchange, RAW_CASES};
+use dict_tests::{
+    doveadm, repo_dir, run_ok, server_binary, service_env, unique, Backend, DictServer, Doveadm,
+    MAPS24,
+};
 
 /// The chroot, built (or found in the cache) once per test process.
 fn root() -> &'static Path {
@@ -662,4 +668,235 @@ fn converted_configs_are_accepted_by_real_doveconf() {
     );
     let map = std::fs::read_to_string(back.join("dovecot-dict-sql-quota.conf.ext")).unwrap();
     assert!(map.starts_with(&format!("connect = {h}/q.db\n")), "{map}");
+}
+
+/// Dovecot 2.4's own dict server (a dict-only instance in the chroot) with one SQLite dict
+/// `sq` and one Redis dict `r`, configured in 2.4 syntax; stopped when dropped.
+struct Dovecot24Dict {
+    area: Area,
+    conf: String,
+    socket: PathBuf,
+}
+
+/// A dict-only 2.4 config: `sq` on the SQLite file `db`, `r` under `redis_prefix`, the
+/// dict socket at `socket` (paths as the reading process sees them).
+fn dict_server_conf24(base: &str, socket: &str, db: &str, redis_prefix: &str) -> String {
+    format!(
+        "dovecot_config_version = 2.4.1\ndovecot_storage_version = 2.4.1\n\
+         instance_name = {name}\nbase_dir = {base}/run\nstate_dir = {base}/state\n\
+         log_path = {base}/dovecot.log\nprotocols =\n\
+         service dict {{\n  unix_listener {socket} {{\n    mode = 0666\n  }}\n}}\n\
+         dict_server {{\n  dict sq {{\n    driver = sql\n    sql_driver = sqlite\n    sqlite_path = {db}\n{MAPS24}  }}\n\
+         \x20 dict r {{\n    driver = redis\n    redis_host = {host}\n    redis_port = {port}\n    redis_key_prefix = {redis_prefix}\n  }}\n}}\n",
+        name = unique("dict-rs-ref24-"),
+        host = service_env("DICT_TEST_REDIS_HOST"),
+        port = service_env("DICT_TEST_REDIS_PORT"),
+    )
+}
+
+impl Dovecot24Dict {
+    fn start(db: &str, redis_prefix: &str) -> Dovecot24Dict {
+        let area = Area::new();
+        let socket = area.at("ref.sock");
+        let conf = area.write(
+            "dovecot.conf",
+            &dict_server_conf24(
+                &area.inside.display().to_string(),
+                &socket,
+                db,
+                redis_prefix,
+            ),
+        );
+        let status = Command::new("chroot")
+            .arg(root())
+            .args(["dovecot", "-c", &conf])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "dovecot 2.4 -c {conf} did not start");
+        let socket = area.host().join("ref.sock");
+        let dict = Dovecot24Dict { area, conf, socket };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&dict.socket).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Dovecot 2.4's dict server did not listen: {}",
+                dict.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        dict
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.area.host().join("dovecot.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dovecot24Dict {
+    fn drop(&mut self) {
+        let _ = doveadm24(&self.conf, &["stop"], None);
+        let pid_file = self.area.host().join("run/master.pid");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pid_file.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        // still there: the master by its pid file
+        if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// One side's store: a SQLite file of the fixtures' schema and a Redis prefix.
+struct Store {
+    db: PathBuf,
+    redis_prefix: String,
+}
+
+impl Store {
+    fn new(db: PathBuf) -> Store {
+        let schema =
+            std::fs::File::open(repo_dir().join("tests/fixtures/schema-sqlite.sql")).unwrap();
+        run_ok(Command::new("sqlite3").arg(&db).stdin(schema));
+        Store {
+            db,
+            redis_prefix: unique("raw24-") + "/",
+        }
+    }
+
+    fn wipe(&self, dict: &str) {
+        if dict == "r" {
+            return raw_cases::redis_wipe(&self.redis_prefix);
+        }
+        for t in ["quota", "kv", "userkv", "bench"] {
+            dict_tests::sql_query(Backend::Sqlite, Some(&self.db), &format!("DELETE FROM {t}"));
+        }
+    }
+
+    fn dump(&self, dict: &str) -> String {
+        match dict {
+            "r" => raw_cases::redis_dump(&self.redis_prefix),
+            _ => raw_cases::sqlite_dump(&self.db),
+        }
+    }
+}
+
+/// Issue reproductions in raw protocol-4 bytes (`H4\t2\t0\t\t<dict>`), each to Dovecot
+/// 2.4.1's own dict server and to ours, both configured with the same 2.4 dict_server
+/// block on stores of their own (two SQLite files of one schema, two Redis prefixes): the
+/// same replies (timing fields aside) and the same rows (SQLite: storage class and hex;
+/// Redis: keys and values under the prefix).
+#[test]
+fn raw_protocol4_bytes_get_dovecot24s_replies_and_rows() {
+    let theirs_dir = Area::new();
+    let theirs_store = Store::new(theirs_dir.host().join("theirs.db"));
+    // the dict process runs as the chroot's dovecot user and writes the journal next to it
+    run_ok(
+        Command::new("chroot")
+            .arg(root())
+            .args(["chown", "-R", "dovecot:dovecot"])
+            .arg(&theirs_dir.inside),
+    );
+    let theirs = Dovecot24Dict::start(&theirs_dir.at("theirs.db"), &theirs_store.redis_prefix);
+    let ours_dir = tempfile::Builder::new()
+        .prefix("ours24-")
+        .tempdir_in(dict_tests::scratch())
+        .unwrap();
+    let ours_store = Store::new(ours_dir.path().join("ours.db"));
+    let base = ours_dir.path().display().to_string();
+    let conf = dict_server_conf24(
+        &base,
+        &format!("{base}/dict.sock"),
+        &ours_store.db.display().to_string(),
+        &ours_store.redis_prefix,
+    );
+    let ours = DictServer::start24_config(ours_dir, &conf, "sq", Backend::Sqlite);
+    let sides = [
+        ("Dovecot 2.4", &theirs.socket, &theirs_store),
+        ("ours", &ours.socket, &ours_store),
+    ];
+    let hello = |dict: &str| format!("H4\t2\t0\t\t{dict}");
+
+    let mut compared = 0;
+    for case in RAW_CASES {
+        for dict in case.dicts.iter().filter(|d| ["sq", "r"].contains(d)) {
+            let mut seen = Vec::new();
+            for (_, socket, store) in sides {
+                store.wipe(dict);
+                if *dict == "sq" {
+                    for sql in case.setup {
+                        dict_tests::sql_query(
+                            Backend::Sqlite,
+                            Some(&store.db),
+                            &sql.replace("{p}", ""),
+                        );
+                    }
+                }
+                let replies = raw_exchange(socket, &hello(dict), case.lines);
+                seen.push((replies, store.dump(dict)));
+            }
+            assert_eq!(
+                seen[1],
+                seen[0],
+                "{dict}: {}: ours (left) vs Dovecot 2.4 (right)\n{}",
+                case.what,
+                theirs.log()
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 8, "cases compared");
+
+    // A read sent before a commit in the same write answers what was there before it.
+    let ordered: [&[u8]; 5] = [
+        b"Lshared/kv/x/none\t",
+        b"Lshared/kv/x/a\t",
+        b"B1\t",
+        b"S1\tshared/kv/x/a\tnew",
+        b"C1",
+    ];
+    let alpha: [&[u8]; 3] = [b"B1\t", b"S1\tshared/kv/x/a\talpha", b"C1"];
+    for dict in ["sq", "r"] {
+        let mut seen = Vec::new();
+        for (side, socket, store) in sides {
+            store.wipe(dict);
+            // many rounds: the fault this guards against was a race
+            for round in 0..10 {
+                raw_exchange(socket, &hello(dict), &alpha);
+                let got = raw_cases::one_write_exchange(socket, &hello(dict), &ordered, 3);
+                assert_eq!(
+                    got,
+                    ["+1\\tN", "+2\\tOalpha", "+3\\tO1"],
+                    "{side} {dict} round {round}: read before commit\n{}",
+                    theirs.log()
+                );
+            }
+            seen.push(store.dump(dict));
+        }
+        assert!(
+            seen[0].contains("6E6577") || seen[0].contains("\"new\""),
+            "{seen:?}"
+        );
+        assert_eq!(
+            seen[1], seen[0],
+            "{dict}: rows after the read-before-commit"
+        );
+    }
+    for (_, _, store) in sides {
+        store.wipe("r");
+        assert_eq!(
+            store.dump("r"),
+            "",
+            "Redis keys left under {}",
+            store.redis_prefix
+        );
+    }
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use dict_tests::raw_cases::{raw_exchange, RAW_CASES};
 use dict_tests::{
     doveadm, quota_clone, run_ok, scratch, service_env, unique, workspace_binary, Backend,
     DictServer, MAPS,
@@ -400,178 +401,6 @@ fn dictctl_prints_what_doveadm_prints_against_dovecots_dict_server() {
     assert_eq!(cases, 9 * 3 * 3, "comparisons");
 }
 
-/// One exchange of raw protocol lines, sent to Dovecot's server and to ours on the same
-/// store (first one, then the other, the store emptied in between): the replies and the
-/// rows left must be the same.
-struct RawCase {
-    what: &'static str,
-    /// The dicts (`sq`, `my`, `pg`, `r`) the case runs on.
-    dicts: &'static [&'static str],
-    /// SQL run before each side (`{p}`: the table prefix), on the SQL dicts.
-    setup: &'static [&'static str],
-    lines: &'static [&'static [u8]],
-}
-
-const RAW_CASES: &[RawCase] = &[
-    RawCase {
-        what: "text that isn't UTF-8: stored unchanged or refused, never changed",
-        dicts: &["sq", "my", "pg", "r"],
-        setup: &[],
-        lines: &[
-            b"B1\t",
-            b"S1\tshared/kv/x/y\t\xff\xfe",
-            b"C1",
-            b"Lshared/kv/x/y\t",
-            b"Lshared/kv/x/\xc3\xbf\xc3\xbe\t",
-            b"B2\t",
-            b"S2\tshared/kv/x/z\xff\tv",
-            b"C2",
-            b"Lshared/kv/x/z\xff\t",
-            b"B3\t\xffu",
-            b"S3\tpriv/quota/storage\t5",
-            b"C3",
-            b"Lpriv/quota/storage\t\xffu",
-        ],
-    },
-    RawCase {
-        what: "iteration over non-UTF-8 text, sorted by key and by value",
-        dicts: &["sq", "my", "pg"],
-        setup: &[],
-        lines: &[
-            b"B1\t",
-            b"S1\tshared/kv/s/a\t\x80",
-            b"S1\tshared/kv/s/b\t\xc3\xa9",
-            b"S1\tshared/kv/s/c\x80\tb",
-            b"C1",
-            b"I3\t0\tshared/kv/s/\t",
-            b"I5\t0\tshared/kv/s/\t",
-            b"I1\t0\tshared/kv/s\x80/\t",
-        ],
-    },
-    RawCase {
-        what: "a row Dovecot wrote with a non-UTF-8 key: found, listed, updated in place",
-        dicts: &["sq"],
-        setup: &[
-            "INSERT INTO {p}kv (scope, name, value) VALUES ('d', CAST(X'FFFE' AS TEXT), 'old')",
-        ],
-        lines: &[
-            b"Lshared/kv/d/\xff\xfe\t",
-            b"B1\t",
-            b"S1\tshared/kv/d/\xff\xfe\tnew",
-            b"C1",
-            b"I1\t0\tshared/kv/d/\t",
-        ],
-    },
-    RawCase {
-        what: "a bad value replaced by a later set of the same key still fails the commit",
-        dicts: &["sq", "my", "pg", "r"],
-        setup: &[],
-        lines: &[
-            b"B1\tu",
-            b"S1\tpriv/quota/storage\tabc",
-            b"S1\tpriv/quota/storage\t5",
-            b"C1",
-            b"B2\tu",
-            b"S2\tpriv/quota/storage\t7",
-            b"S2\tpriv/quota/messages\tx",
-            b"S2\tpriv/quota/messages\t1",
-            b"C2",
-            b"Lpriv/quota/storage\tu",
-        ],
-    },
-    RawCase {
-        what: "EXACT_KEY with RECURSE reads the first matching map only",
-        dicts: &["sq", "my", "pg"],
-        setup: &[],
-        lines: &[
-            b"B1\t",
-            b"S1\tshared/kv/a/b\t1",
-            b"S1\tshared/bench/zz\t2",
-            b"C1",
-            b"I17\t0\tshared/\t",
-            b"I1\t0\tshared/\t",
-        ],
-    },
-    RawCase {
-        what: "an increment of a NULL column (NOTFOUND on MariaDB, which counts changed rows)",
-        dicts: &["sq", "my"],
-        setup: &["INSERT INTO {p}kv (scope, name, value) VALUES ('n', 'n', NULL)"],
-        lines: &[b"B1\t", b"A1\tshared/kv/n/n\t5", b"C1", b"Lshared/kv/n/n\t"],
-    },
-    RawCase {
-        what: "increments that cancel out change no row (NOTFOUND on MariaDB)",
-        dicts: &["my"],
-        setup: &["INSERT INTO {p}quota (username, bytes, messages) VALUES ('u', 10, 1)"],
-        lines: &[
-            b"B1\tu",
-            b"A1\tpriv/quota/storage\t5",
-            b"A1\tpriv/quota/storage\t-5",
-            b"C1",
-            b"B2\tu",
-            b"A2\tpriv/quota/storage\t5",
-            b"A2\tpriv/quota/messages\t1",
-            b"A2\tpriv/quota/storage\t-5",
-            b"C2",
-            b"Lpriv/quota/messages\tu",
-        ],
-    },
-];
-
-/// Sends `lines` after a 2.3 hello for `dict` and returns the replies, one string per
-/// line (escaped), without the timing fields of minor version 2.
-fn raw_exchange(socket: &Path, dict: &str, lines: &[&[u8]]) -> Vec<String> {
-    use std::io::{BufRead, BufReader, Write};
-    let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    writer
-        .write_all(format!("H3\t2\t0\t\t{dict}\n").as_bytes())
-        .unwrap();
-    let mut replies = Vec::new();
-    for line in lines {
-        writer.write_all(line).unwrap();
-        writer.write_all(b"\n").unwrap();
-        let (lookup, iterate) = (line[0] == b'L', line[0] == b'I');
-        if !lookup && !iterate && line[0] != b'C' {
-            continue;
-        }
-        loop {
-            let mut reply = Vec::new();
-            if let Err(e) = reader.read_until(b'\n', &mut reply) {
-                panic!(
-                    "{}: {dict}: no reply to {:?} ({e}); so far: {replies:?}",
-                    socket.display(),
-                    line.escape_ascii().to_string()
-                );
-            }
-            assert!(reply.ends_with(b"\n"), "connection closed after {line:?}");
-            let fields: Vec<&[u8]> = reply[..reply.len() - 1].split(|&b| b == b'\t').collect();
-            // `+<id>\t<reply>[\t<4 timing fields>]`; `*<id>` announces it.
-            let timed = fields.len() >= 6
-                && fields[fields.len() - 4..]
-                    .iter()
-                    .all(|f| !f.is_empty() && f.iter().all(u8::is_ascii_digit));
-            let kept = if timed {
-                &fields[..fields.len() - 4]
-            } else {
-                &fields[..]
-            };
-            replies.push(kept.join(&b'\t').escape_ascii().to_string());
-            let done = kept[0].starts_with(b"+")
-                && (!iterate
-                    || (kept.len() == 2 && kept[1].is_empty())
-                    || kept[1].starts_with(b"F"));
-            if done {
-                break;
-            }
-        }
-    }
-    replies
-}
-
 /// The tables of the raw cases, private to one run (`{p}` prefixed).
 struct RawStores {
     prefix: String,
@@ -760,7 +589,7 @@ fn raw_bytes_get_dovecots_replies_and_rows() {
                         stores.sql(dict, sql);
                     }
                 }
-                let replies = raw_exchange(socket, dict, case.lines);
+                let replies = raw_exchange(socket, &format!("H3\t2\t0\t\t{dict}"), case.lines);
                 seen.push((replies, stores.dump(dict)));
             }
             assert_eq!(
