@@ -125,8 +125,9 @@ impl DictEntry {
     }
 }
 
-/// A `unix_listener` of a dict service. Unset fields mean Dovecot's defaults: mode
-/// 0660, owner root, group `dovecot` (§1.3).
+/// A `unix_listener` of a dict service. `mode`, `user` and `group` are what the file says;
+/// unset ones take Dovecot's defaults ([`UnixListenerConf::effective_mode`],
+/// [`UnixListenerConf::effective_group`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnixListenerConf {
     /// Absolute: a relative listener name is resolved against `base_dir`.
@@ -138,7 +139,30 @@ pub struct UnixListenerConf {
     pub group: Option<String>,
     /// The `unix_listener` block that last changed it; `None` for an untouched built-in.
     pub origin: Option<Origin>,
+    /// Dovecot's default mode: 0660 for the built-in `dict`/`dict-async` listener, 0600 for
+    /// any other (as `doveconf -a` shows them).
+    pub default_mode: u32,
+    /// Dovecot's default group: `$default_internal_group` (resolved, `dovecot` unless the
+    /// file sets it) for the built-in listener, none for any other.
+    pub default_group: Option<String>,
 }
+
+impl UnixListenerConf {
+    /// The socket's mode. `mode = 0` is how Dovecot's own dict service is told not to
+    /// listen there (so that we can): it says nothing about our socket's mode.
+    pub fn effective_mode(&self) -> u32 {
+        self.mode.filter(|&m| m != 0).unwrap_or(self.default_mode)
+    }
+
+    /// The socket's group; `None` or `""` leaves it to whoever runs the server.
+    pub fn effective_group(&self) -> Option<&str> {
+        self.group.as_deref().or(self.default_group.as_deref())
+    }
+}
+
+/// Modes Dovecot 2.3 gives a dict service's listeners that don't set one.
+const BUILTIN_LISTENER_MODE: u32 = 0o660;
+const OTHER_LISTENER_MODE: u32 = 0o600;
 
 /// Values of Dovecot's own settings that listener `user`/`group` commonly refer to.
 const BUILTIN_REFS: &[(&str, &str)] = &[
@@ -310,16 +334,28 @@ impl Listeners {
         Ok(())
     }
 
+    /// The first listener is the service's built-in one ([`Listeners::with_builtin`]).
     fn resolve(self, base_dir: &Path, top: &HashMap<&str, &str>) -> Vec<UnixListenerConf> {
         let expand = |v: Option<String>| v.map(|v| expand_ref(&v, top));
         self.0
             .into_iter()
-            .map(|(name, raw)| UnixListenerConf {
-                path: base_dir.join(name),
-                mode: raw.mode,
-                user: expand(raw.user),
-                group: expand(raw.group),
-                origin: raw.origin,
+            .enumerate()
+            .map(|(i, (name, raw))| {
+                let builtin = i == 0;
+                UnixListenerConf {
+                    path: base_dir.join(name),
+                    mode: raw.mode,
+                    user: expand(raw.user),
+                    group: expand(raw.group),
+                    origin: raw.origin,
+                    default_mode: match builtin {
+                        true => BUILTIN_LISTENER_MODE,
+                        false => OTHER_LISTENER_MODE,
+                    },
+                    default_group: builtin
+                        .then(|| expand_ref("$default_internal_group", top))
+                        .filter(|g| !g.starts_with('$')),
+                }
             })
             .collect()
     }
@@ -411,6 +447,38 @@ mod tests {
         assert_eq!(l[1].path, PathBuf::from("/var/spool/postfix/private/dict"));
         assert_eq!((l[1].mode, l[1].group.as_deref()), (None, Some("postfix")));
         assert_eq!(c.dict_async_listeners[0].group.as_deref(), Some("mail"));
+    }
+
+    /// `doveconf -a`: the built-in listener is 0660 with group `$default_internal_group`;
+    /// a listener the file adds is 0600 with no owner change.
+    #[test]
+    fn unset_listener_fields_take_dovecots_defaults() {
+        let effective = |c: &DovecotConfig| -> Vec<(u32, Option<String>)> {
+            c.dict_listeners
+                .iter()
+                .chain(&c.dict_async_listeners)
+                .map(|l| (l.effective_mode(), l.effective_group().map(String::from)))
+                .collect()
+        };
+        let c = load("service dict {\n  unix_listener /srv/other {\n  }\n}\n").unwrap();
+        assert_eq!(
+            effective(&c),
+            vec![
+                (0o660, Some("dovecot".into())),
+                (0o600, None),
+                (0o660, Some("dovecot".into()))
+            ]
+        );
+        let c = load(
+            "default_internal_group = dovegrp\nservice dict {\n  unix_listener dict {\n    mode = 0\n    user = mail\n  }\n}\n",
+        )
+        .unwrap();
+        assert_eq!(effective(&c)[0], (0o660, Some("dovegrp".into())));
+        assert_eq!(c.dict_listeners[0].user.as_deref(), Some("mail"));
+        let c =
+            load("service dict {\n  unix_listener dict {\n    group =\n    mode = 0600\n  }\n}\n")
+                .unwrap();
+        assert_eq!(effective(&c)[0], (0o600, Some(String::new())));
     }
 
     #[test]

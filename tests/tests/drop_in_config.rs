@@ -1,0 +1,284 @@
+//! Configurations a new admin drops in: the sockets get the mode and owner Dovecot would
+//! give them (compared with a private Dovecot instance's own), and `--listen` keeps a
+//! configured listener's.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dict_tests::{run_ok, scratch, server_binary, unique};
+
+/// Our server, started with `args`, waited for on `socket`, killed when dropped.
+struct Server {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, args: &[&str], socket: &Path) -> Server {
+        let log = dir.join(format!("{}.log", unique("server")));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(server_binary())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn dict-server");
+        let mut server = Server { child, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("dict-server exited with {status}: {}", server.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dict-server did not listen on {}: {}",
+                socket.display(),
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private Dovecot instance (dict service only) of the config file `conf`.
+struct Dovecot {
+    conf: PathBuf,
+    base_dir: PathBuf,
+}
+
+impl Dovecot {
+    fn start(conf: &Path, base_dir: &Path, socket: &Path) -> Dovecot {
+        // The master daemonises: it must not inherit pipes we wait on.
+        let status = Command::new("dovecot")
+            .arg("-c")
+            .arg(conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run dovecot");
+        assert!(status.success(), "dovecot -c {} failed", conf.display());
+        let dovecot = Dovecot {
+            conf: conf.to_path_buf(),
+            base_dir: base_dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "Dovecot did not listen on {}",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        dovecot
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = Command::new("doveadm")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("stop")
+            .status();
+        let pid_file = self.base_dir.join("master.pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pid_file.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn tempdir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("cfg-")
+        .tempdir_in(scratch())
+        .unwrap();
+    // Dovecot's processes run as the dovecot user; the mail user connects in tests.
+    run_ok(Command::new("chmod").arg("0755").arg(dir.path()));
+    dir
+}
+
+/// A dovecot.conf with a dict that is only connected to on first use, and `extra`.
+fn dovecot_conf(dir: &Path, base_dir: &Path, extra: &str) -> PathBuf {
+    let conf = dir.join(format!("{}.conf", unique("dovecot")));
+    std::fs::write(
+        &conf,
+        format!(
+            "instance_name = dict-rs-cfg-{id}\nbase_dir = {base}\nstate_dir = {dir}/state\n\
+             protocols =\nssl = no\nlog_path = {dir}/dovecot.log\n{extra}\n\
+             dict {{\n  cache = redis:host=127.0.0.1:port=1\n}}\n",
+            id = unique(""),
+            base = base_dir.display(),
+            dir = dir.display(),
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+/// (mode, uid, gid) of a socket.
+fn owner(path: &Path) -> (u32, u32, u32) {
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.mode() & 0o7777, meta.uid(), meta.gid())
+}
+
+/// The id of a user (`id -u`) or group (`getent group`).
+fn uid(user: &str) -> u32 {
+    let out = run_ok(Command::new("id").arg("-u").arg(user));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+fn gid(group: &str) -> u32 {
+    let out = run_ok(Command::new("getent").arg("group").arg(group));
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    line.split(':').nth(2).unwrap().trim().parse().unwrap()
+}
+
+/// True when the mail user (as quota_clone, METADATA and last_login run) can connect.
+fn mail_user_connects(socket: &Path) -> bool {
+    Command::new("runuser")
+        .args(["-u", "mail", "--", "socat", "-u", "/dev/null"])
+        .arg(format!("UNIX-CONNECT:{}", socket.display()))
+        .stderr(Stdio::null())
+        .status()
+        .expect("runuser socat")
+        .success()
+}
+
+/// Dovecot's built-in `dict` listener is root:$default_internal_group 0660: ours too.
+#[test]
+fn builtin_dict_listener_is_dovecots() {
+    let dir = tempdir();
+    let theirs_base = dir.path().join("run-dovecot");
+    let conf = dovecot_conf(dir.path(), &theirs_base, "");
+    let theirs = {
+        let _dovecot = Dovecot::start(&conf, &theirs_base, &theirs_base.join("dict"));
+        owner(&theirs_base.join("dict"))
+    };
+    assert_eq!(theirs, (0o660, 0, gid("dovecot")), "Dovecot's own socket");
+
+    let ours_base = dir.path().join("run-ours");
+    let conf = dovecot_conf(dir.path(), &ours_base, "");
+    let socket = ours_base.join("dict");
+    let _server = Server::start(
+        dir.path(),
+        &["--dovecot-config", conf.to_str().unwrap()],
+        &socket,
+    );
+    assert_eq!(owner(&socket), theirs);
+
+    // default_internal_group is followed, as Dovecot does
+    let conf = dovecot_conf(
+        dir.path(),
+        &dir.path().join("run-mail"),
+        "default_internal_group = mail",
+    );
+    let socket = dir.path().join("run-mail/dict");
+    let _server = Server::start(
+        dir.path(),
+        &["--dovecot-config", conf.to_str().unwrap()],
+        &socket,
+    );
+    assert_eq!(owner(&socket), (0o660, 0, gid("mail")));
+    assert!(mail_user_connects(&socket));
+}
+
+/// `--listen` on the path of a configured listener keeps its mode and owner, so the mail
+/// user's processes can still connect.
+#[test]
+fn listen_on_a_configured_path_keeps_its_owner() {
+    let dir = tempdir();
+    let base = dir.path().join("run");
+    let conf = dovecot_conf(
+        dir.path(),
+        &base,
+        "service dict {\n  unix_listener dict {\n    mode = 0600\n    user = mail\n  }\n}\n",
+    );
+    let socket = base.join("dict");
+    let _server = Server::start(
+        dir.path(),
+        &[
+            "--dovecot-config",
+            conf.to_str().unwrap(),
+            "--listen",
+            socket.to_str().unwrap(),
+        ],
+        &socket,
+    );
+    assert_eq!(owner(&socket), (0o600, uid("mail"), gid("dovecot")));
+    assert!(mail_user_connects(&socket));
+}
+
+/// `--listen` elsewhere: `--listen-mode/-user/-group` decide; without them the first
+/// configured listener's settings are used.
+#[test]
+fn listen_elsewhere_takes_the_listen_options() {
+    let dir = tempdir();
+    let conf = dovecot_conf(dir.path(), &dir.path().join("run"), "");
+    let socket = dir.path().join("other.sock");
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--dovecot-config",
+            conf.to_str().unwrap(),
+            "--listen",
+            socket.to_str().unwrap(),
+            "--listen-mode",
+            "0606",
+            "--listen-user",
+            "mail",
+            "--listen-group",
+            "mail",
+        ],
+        &socket,
+    );
+    assert_eq!(owner(&socket), (0o606, uid("mail"), gid("mail")));
+    assert!(mail_user_connects(&socket));
+    drop(server);
+
+    let _server = Server::start(
+        dir.path(),
+        &[
+            "--dovecot-config",
+            conf.to_str().unwrap(),
+            "--listen",
+            socket.to_str().unwrap(),
+            "--listen-mode",
+            "0600",
+        ],
+        &socket,
+    );
+    assert_eq!(owner(&socket), (0o600, 0, gid("dovecot")));
+    assert!(!mail_user_connects(&socket));
+
+    let out = Command::new(server_binary())
+        .args(["--listen-mode", "0660", "check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "--listen-mode needs --listen");
+    let out = Command::new(server_binary())
+        .args(["--listen", "/x", "--listen-mode", "rw", "check"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid mode 'rw'"),
+        "{out:?}"
+    );
+}
