@@ -1,13 +1,14 @@
 //! Configurations a new admin drops in: the sockets get the mode and owner Dovecot would
-//! give them (compared with a private Dovecot instance's own), and `--listen` keeps a
-//! configured listener's.
+//! give them (compared with a private Dovecot instance's own), `--listen` keeps a
+//! configured listener's, and a `file:` dict shares its file with Dovecot's own dict server
+//! (both driven by the real `doveadm dict`).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dict_tests::{run_ok, scratch, server_binary, unique};
+use dict_tests::{doveadm, run_ok, scratch, server_binary, unique};
 
 /// Our server, started with `args`, waited for on `socket`, killed when dropped.
 struct Server {
@@ -117,13 +118,18 @@ fn tempdir() -> tempfile::TempDir {
 
 /// A dovecot.conf with a dict that is only connected to on first use, and `extra`.
 fn dovecot_conf(dir: &Path, base_dir: &Path, extra: &str) -> PathBuf {
+    dovecot_conf_with(dir, base_dir, extra, "")
+}
+
+/// [`dovecot_conf`] with more `name = uri` lines in its `dict { }`.
+fn dovecot_conf_with(dir: &Path, base_dir: &Path, extra: &str, dicts: &str) -> PathBuf {
     let conf = dir.join(format!("{}.conf", unique("dovecot")));
     std::fs::write(
         &conf,
         format!(
             "instance_name = dict-rs-cfg-{id}\nbase_dir = {base}\nstate_dir = {dir}/state\n\
              protocols =\nssl = no\nlog_path = {dir}/dovecot.log\n{extra}\n\
-             dict {{\n  cache = redis:host=127.0.0.1:port=1\n}}\n",
+             dict {{\n  cache = redis:host=127.0.0.1:port=1\n{dicts}\n}}\n",
             id = unique(""),
             base = base_dir.display(),
             dir = dir.display(),
@@ -281,4 +287,173 @@ fn listen_elsewhere_takes_the_listen_options() {
         String::from_utf8_lossy(&out.stderr).contains("invalid mode 'rw'"),
         "{out:?}"
     );
+}
+
+// ------------------------------------------------------------- file: dict ---
+
+/// Dovecot's dict server and ours serving dict `f` from the same `file:` dict.
+struct SharedFile {
+    file: PathBuf,
+    theirs: String,
+    ours: String,
+    _ours: Server,
+    _dovecot: Dovecot,
+    _dir: tempfile::TempDir,
+}
+
+impl SharedFile {
+    /// `params`: what follows the path in the URI (`""`, `":lock=fcntl"`).
+    fn start(params: &str) -> SharedFile {
+        let dir = tempdir();
+        // Dovecot's dict processes run as dovecot: the file's directory is theirs.
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        run_ok(Command::new("chown").arg("dovecot:dovecot").arg(&data));
+        let file = data.join("dict.txt");
+        let theirs_sock = dir.path().join("theirs.sock");
+        let base = dir.path().join("run");
+        let conf = dovecot_conf_with(
+            dir.path(),
+            &base,
+            &format!(
+                "service dict {{\n  unix_listener {} {{\n    mode = 0666\n  }}\n}}\n",
+                theirs_sock.display()
+            ),
+            &format!("  f = file:{}{params}", file.display()),
+        );
+        let dovecot = Dovecot::start(&conf, &base, &theirs_sock);
+        let ours_sock = dir.path().join("ours.sock");
+        let ours = Server::start(
+            dir.path(),
+            &[
+                "--dovecot-config",
+                conf.to_str().unwrap(),
+                "--listen",
+                ours_sock.to_str().unwrap(),
+            ],
+            &ours_sock,
+        );
+        SharedFile {
+            file,
+            theirs: format!("proxy:{}:f", theirs_sock.display()),
+            ours: format!("proxy:{}:f", ours_sock.display()),
+            _ours: ours,
+            _dovecot: dovecot,
+            _dir: dir,
+        }
+    }
+}
+
+/// `doveadm dict <args>`, which must succeed; its output.
+fn dict_ok(args: &[&str]) -> String {
+    let mut all = vec!["dict"];
+    all.extend_from_slice(args);
+    let r = doveadm(&all);
+    assert_eq!(r.code, 0, "doveadm {all:?}: {r:?}");
+    r.stdout
+}
+
+/// `doveadm dict get`: `Some(value)`, or `None` when the key doesn't exist.
+fn dict_get(uri: &str, user: &str, key: &str) -> Option<String> {
+    let r = doveadm(&["-f", "flow", "dict", "get", "-u", user, uri, key]);
+    match r.code {
+        0 => Some(r.stdout.trim_end_matches('\n').to_string()),
+        68 if r.stderr.contains("doesn't exist") => None,
+        _ => panic!("doveadm dict get {uri} {key}: {r:?}"),
+    }
+}
+
+/// `doveadm dict iter -R`, lines sorted (Dovecot's order is its hash table's).
+fn dict_iter(uri: &str, prefix: &str) -> Vec<String> {
+    let out = dict_ok(&["iter", "-u", "anyone", "-R", uri, prefix]);
+    let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// Each side writes, the other reads, with every kind of change.
+fn both_ways(f: &SharedFile) {
+    for (writer, reader) in [(&f.theirs, &f.ours), (&f.ours, &f.theirs)] {
+        let tag = if writer == &f.ours { "ours" } else { "theirs" };
+        dict_ok(&[
+            "set",
+            "-u",
+            "u1",
+            writer,
+            "shared/t/tab",
+            &format!("{tag}\tvalue"),
+        ]);
+        dict_ok(&["set", "-u", "u1", writer, "priv/quota/storage", "1024"]);
+        dict_ok(&["set", writer, "shared/t/n", "10"]);
+        dict_ok(&["inc", writer, "shared/t/n", "--", "-3"]);
+        dict_ok(&["set", writer, "shared/t/gone", "x"]);
+        dict_ok(&["unset", writer, "shared/t/gone"]);
+        assert_eq!(
+            dict_get(reader, "u2", "shared/t/tab").as_deref(),
+            Some(format!("{tag}\tvalue").as_str())
+        );
+        // a file dict has no per-user keys: u2 sees u1's priv/ key
+        assert_eq!(
+            dict_get(reader, "u2", "priv/quota/storage").as_deref(),
+            Some("1024")
+        );
+        assert_eq!(dict_get(reader, "u1", "shared/t/n").as_deref(), Some("7"));
+        assert_eq!(dict_get(reader, "u1", "shared/t/gone"), None);
+        assert_eq!(
+            dict_iter(reader, "shared/t/"),
+            dict_iter(writer, "shared/t/")
+        );
+        assert_eq!(
+            dict_iter(reader, "shared/t/"),
+            [
+                "key\tvalue".to_string(),
+                "shared/t/n\t7".to_string(),
+                format!("shared/t/tab\t{tag}\tvalue")
+            ]
+        );
+    }
+}
+
+/// Both servers increment one key at the same time: with the locks taken the same way,
+/// no increment is lost.
+fn concurrent_increments(f: &SharedFile) {
+    dict_ok(&["set", &f.theirs, "shared/count", "0"]);
+    let rounds = 15;
+    let workers: Vec<_> = [f.theirs.clone(), f.ours.clone()]
+        .into_iter()
+        .map(|uri| {
+            std::thread::spawn(move || {
+                for _ in 0..rounds {
+                    dict_ok(&["inc", &uri, "shared/count", "1"]);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let total = (2 * rounds).to_string();
+    assert_eq!(dict_get(&f.ours, "u", "shared/count"), Some(total.clone()));
+    assert_eq!(dict_get(&f.theirs, "u", "shared/count"), Some(total));
+}
+
+#[test]
+fn file_dict_is_shared_with_dovecot_dotlock() {
+    let f = SharedFile::start("");
+    both_ways(&f);
+    concurrent_increments(&f);
+    let text = std::fs::read(&f.file).unwrap();
+    assert!(
+        text.windows(12).any(|w| w == b"ours\x01tvalue\n"),
+        "TAB escaped in the file: {}",
+        String::from_utf8_lossy(&text)
+    );
+    assert!(!f.file.with_extension("txt.lock").exists());
+}
+
+#[test]
+fn file_dict_is_shared_with_dovecot_fcntl() {
+    let f = SharedFile::start(":lock=fcntl");
+    both_ways(&f);
+    concurrent_increments(&f);
 }

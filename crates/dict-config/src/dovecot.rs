@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{ConfigError, Origin};
 use crate::settings::{self, Node};
 use crate::sql_map::SqlMapFile;
-use crate::uri::{DictUri, RedisParams, SqlDriver};
+use crate::uri::{DictUri, FileParams, RedisParams, SqlDriver};
 
 /// Debian's compiled-in `base_dir`, used when dovecot.conf doesn't set one.
 pub const DEFAULT_BASE_DIR: &str = "/run/dovecot";
@@ -64,6 +64,7 @@ pub enum DictSpec {
         map_file: SqlMapFile,
     },
     Redis(RedisParams),
+    File(FileParams),
 }
 
 impl DictEntry {
@@ -90,6 +91,7 @@ impl DictEntry {
         match &self.source {
             DictSource::Uri(uri) => DictUri::parse(&self.name, uri).map_err(|e| e.at(&self.origin)),
             DictSource::Parsed(DictSpec::Redis(params)) => Ok(DictUri::Redis(params.clone())),
+            DictSource::Parsed(DictSpec::File(params)) => Ok(DictUri::File(params.clone())),
             DictSource::Parsed(DictSpec::Sql { .. }) => Err(ConfigError::Dict {
                 origin: Some(self.origin.clone()),
                 name: self.name.clone(),
@@ -108,8 +110,15 @@ impl DictEntry {
                     map_file: SqlMapFile::load(map_path)?,
                 }),
                 DictUri::Redis(params) => Ok(DictSpec::Redis(params)),
+                DictUri::File(params) => Ok(DictSpec::File(params)),
             },
         }
+    }
+
+    /// The driver of a 2.3 URI that dict-rs does not serve (`ldap`, `fs`, …): such a dict
+    /// is left out, and its clients get "Unconfigured dictionary".
+    pub fn unserved_driver(&self) -> Option<&str> {
+        self.uri().and_then(crate::uri::unserved_driver)
     }
 
     /// One line for logs: the URI, or the 2.4 driver. Never a password.
@@ -121,6 +130,11 @@ impl DictEntry {
                 map_file.maps.len()
             ),
             DictSource::Parsed(DictSpec::Redis(_)) => "driver = redis".to_string(),
+            DictSource::Parsed(DictSpec::File(p)) => format!(
+                "driver = file, dict_file_path = {}, dict_file_lock_method = {}",
+                p.path.display(),
+                p.lock.name()
+            ),
         }
     }
 }
@@ -504,7 +518,7 @@ mod tests {
         assert_eq!(
             c.dicts[1].parse_uri().unwrap_err().to_string(),
             "/etc/dovecot/dovecot.conf:3: dict 'b': unknown dict driver 'memcached' in \
-             'memcached:127.0.0.1' (supported: sqlite, mysql, pgsql, redis)"
+             'memcached:127.0.0.1' (supported: sqlite, mysql, pgsql, redis, file)"
         );
     }
 }

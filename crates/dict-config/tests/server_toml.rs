@@ -86,7 +86,7 @@ fn load_errors_name_the_file() {
     assert_eq!(
         ServerToml::load(&bad).unwrap_err().to_string(),
         format!(
-            "{}dict 'q': unknown dict driver 'sql' in 'sql:/etc/x' (supported: sqlite, mysql, pgsql, redis)",
+            "{}dict 'q': unknown dict driver 'sql' in 'sql:/etc/x' (supported: sqlite, mysql, pgsql, redis, file)",
             s.at("dict.toml", 2)
         )
     );
