@@ -457,3 +457,136 @@ fn file_dict_is_shared_with_dovecot_fcntl() {
     both_ways(&f);
     concurrent_increments(&f);
 }
+
+// ------------------------------------------------------- unserved drivers ---
+
+/// A `dict { }` entry with a driver we don't serve is left out with one warning; the other
+/// dicts are served, and its clients get what Dovecot answers for a dict it doesn't have.
+#[test]
+fn unserved_drivers_are_left_out_with_a_warning() {
+    let dir = tempdir();
+    let dicts = format!(
+        "  f = file:{}\n  people = ldap:/etc/dovecot/dovecot-ldap.conf.ext\n  blobs = fs:posix:prefix=/srv/x/",
+        dir.path().join("d.txt").display()
+    );
+    let base = dir.path().join("run");
+    let theirs_sock = dir.path().join("theirs.sock");
+    let conf = dovecot_conf_with(
+        dir.path(),
+        &base,
+        &format!(
+            "service dict {{\n  unix_listener {} {{\n    mode = 0666\n  }}\n}}\n",
+            theirs_sock.display()
+        ),
+        &dicts,
+    );
+    let ours_sock = dir.path().join("ours.sock");
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--dovecot-config",
+            conf.to_str().unwrap(),
+            "--listen",
+            ours_sock.to_str().unwrap(),
+        ],
+        &ours_sock,
+    );
+    let ours = |name: &str| format!("proxy:{}:{name}", ours_sock.display());
+    dict_ok(&["set", &ours("f"), "shared/k", "v"]);
+    assert_eq!(dict_get(&ours("f"), "u", "shared/k").as_deref(), Some("v"));
+
+    // Dovecot's own answer for a dict name it doesn't have (only `f` and `cache` here)
+    let plain = dovecot_conf_with(
+        dir.path(),
+        &base,
+        &format!(
+            "service dict {{\n  unix_listener {} {{\n    mode = 0666\n  }}\n}}\n",
+            theirs_sock.display()
+        ),
+        &format!("  f = file:{}", dir.path().join("d.txt").display()),
+    );
+    let _dovecot = Dovecot::start(&plain, &base, &theirs_sock);
+    let theirs = doveadm(&[
+        "dict",
+        "get",
+        &format!("proxy:{}:people", theirs_sock.display()),
+        "shared/k",
+    ]);
+    let ours_reply = doveadm(&["dict", "get", &ours("people"), "shared/k"]);
+    // Dovecot logs "Unconfigured dictionary name" and closes the connection.
+    let dovecot_log = std::fs::read_to_string(dir.path().join("dovecot.log")).unwrap();
+    assert!(
+        dovecot_log.contains("Unconfigured dictionary name 'people'"),
+        "{dovecot_log}"
+    );
+    let without_timing = |s: &str| s.split(" (reply took").next().unwrap_or("").to_string();
+    assert_eq!(
+        (ours_reply.code, without_timing(&ours_reply.stderr)),
+        (theirs.code, without_timing(&theirs.stderr))
+    );
+    assert_eq!(
+        without_timing(&theirs.stderr),
+        "Error: dict_lookup(shared/k) failed: Connection closed"
+    );
+
+    let log = server.log();
+    for (name, driver) in [("people", "ldap"), ("blobs", "fs")] {
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("dict '{name}'")) && l.contains("not served"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{log}");
+        assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
+        assert!(
+            warnings[0].contains(&format!("no '{driver}' driver")),
+            "{}",
+            warnings[0]
+        );
+    }
+
+    // (the `cache` dict of `conf` is unreachable on purpose: not in the check's file)
+    let check_conf = dir.path().join("check.conf");
+    std::fs::write(&check_conf, format!("dict {{\n{dicts}\n}}\n")).unwrap();
+    let check = Command::new(server_binary())
+        .args(["--dovecot-config", check_conf.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr),
+    );
+    assert!(check.status.success(), "{out}{err}");
+    assert!(
+        out.contains("dict people = ldap:/etc/dovecot/dovecot-ldap.conf.ext")
+            && out.contains("  NOT SERVED")
+            && out.contains("check passed: 1 dict(s); not served: people, blobs"),
+        "{out}"
+    );
+    assert!(
+        err.contains(
+            "dict-server: check: warning: dict 'people': not served: dict-rs has no 'ldap' driver"
+        ),
+        "{err}"
+    );
+
+    // nothing left to serve: an error, not a server that answers nothing
+    let only_ldap = dir.path().join("only-ldap.conf");
+    std::fs::write(&only_ldap, "dict {\n  people = ldap:/etc/x\n}\n").unwrap();
+    let check = Command::new(server_binary())
+        .args(["--dovecot-config", only_ldap.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    assert!(String::from_utf8_lossy(&check.stderr).contains("none of the dicts can be served"));
+    let start = Command::new(server_binary())
+        .args(["--dovecot-config", only_ldap.to_str().unwrap(), "--listen"])
+        .arg(dir.path().join("none.sock"))
+        .output()
+        .unwrap();
+    assert!(!start.status.success());
+    assert!(
+        String::from_utf8_lossy(&start.stderr)
+            .contains("none of the configured dicts can be served"),
+        "{start:?}"
+    );
+}

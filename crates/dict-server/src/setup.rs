@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use dict_backend::sql::SqlOptions;
 use dict_backend::Dict;
 use dict_config::{DictEntry, DictSpec, DovecotConfig, ServerToml};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::listener::ListenerSettings;
 use crate::observe;
@@ -276,12 +276,33 @@ async fn create_embedded_schema(db: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Why a dict with a driver we don't serve is left out; its clients get Dovecot's
+/// "Unconfigured dictionary" reply, as for a name that isn't configured at all.
+pub fn unserved_reason(entry: &DictEntry) -> Option<String> {
+    let driver = entry.unserved_driver()?;
+    Some(format!(
+        "not served: dict-rs has no '{driver}' driver (it serves sqlite, mysql, pgsql, redis \
+         and file); clients naming this dict get \"Unconfigured dictionary\""
+    ))
+}
+
 /// Opens every dict of the plan. A dict whose backend cannot be set up is a start-up error
-/// naming it; a database that is merely down is not (it is connected to on first use).
+/// naming it; a database that is merely down is not (it is connected to on first use). A
+/// dict with a driver we don't serve (`ldap:`, `fs:`) is left out with a warning, unless
+/// that leaves nothing to serve.
 pub async fn open_dicts(plan: &Plan) -> Result<Registry> {
     let mut registry = Registry::new();
     let timeout = plan.server.request_timeout();
     for entry in &plan.dicts {
+        if let Some(reason) = unserved_reason(entry) {
+            warn!(
+                "{}: dict '{}' ({}): {reason}",
+                entry.origin,
+                entry.name,
+                entry.describe()
+            );
+            continue;
+        }
         let dict = open_dict(entry, timeout, plan.create_sqlite)
             .await
             .with_context(|| {
@@ -297,6 +318,9 @@ pub async fn open_dicts(plan: &Plan) -> Result<Registry> {
             &entry.name,
             observe::wrap(&entry.name, dict, plan.server.warn_slow()),
         );
+    }
+    if registry.is_empty() {
+        bail!("none of the configured dicts can be served (see the warnings above)");
     }
     Ok(registry)
 }
