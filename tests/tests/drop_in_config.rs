@@ -590,3 +590,57 @@ fn unserved_drivers_are_left_out_with_a_warning() {
         "{start:?}"
     );
 }
+
+// ---------------------------------------------------------------- data_dir ---
+
+/// The TOML `data_dir` is where the embedded default lives when no dict is configured;
+/// with dicts configured it would mean nothing, so it is an error naming its line.
+#[test]
+fn toml_data_dir_is_the_embedded_defaults_home() {
+    let dir = tempdir();
+    let socket = dir.path().join("embedded.sock");
+    let toml = dir.path().join("dict-rs.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "data_dir = \"state\"\n[listener]\npath = \"{}\"\nmode = \"0666\"\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let _server = Server::start(dir.path(), &["--config", toml.to_str().unwrap()], &socket);
+    let uri = format!("proxy:{}:quota", socket.display());
+    dict_ok(&["set", "-u", "alice", &uri, "priv/quota/storage", "4096"]);
+    assert_eq!(
+        dict_get(&uri, "alice", "priv/quota/storage").as_deref(),
+        Some("4096")
+    );
+    // relative to the TOML file's directory
+    let state = dir.path().join("state");
+    assert!(state.join("dict-sql.conf.ext").is_file());
+    let rows = run_ok(
+        Command::new("sqlite3")
+            .arg(state.join("dict.db"))
+            .arg("SELECT username, bytes FROM quota"),
+    );
+    assert_eq!(String::from_utf8_lossy(&rows.stdout), "alice|4096\n");
+
+    std::fs::write(
+        &toml,
+        "data_dir = \"/srv/dict\"\n[dicts]\nf = \"file:/srv/dict/f.txt\"\n",
+    )
+    .unwrap();
+    let check = Command::new(server_binary())
+        .args(["--config", toml.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&check.stderr).trim_end(),
+        format!(
+            "dict-server: {}:1: data_dir = /srv/dict is only used by the embedded default \
+             (when no dict is configured), and dicts are configured: remove data_dir",
+            toml.display()
+        )
+    );
+}

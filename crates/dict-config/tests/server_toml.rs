@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::str::FromStr;
 
 use common::{fixture, Scratch};
@@ -96,7 +95,7 @@ fn load_errors_name_the_file() {
 fn from_str_uses_a_placeholder_file_name() {
     let c: ServerToml = "[log]\nformat = \"json\"\n".parse().unwrap();
     assert_eq!(c.log.format, LogFormat::Json);
-    assert_eq!(c.data_dir, PathBuf::from("/var/lib/dict-rs"));
+    assert_eq!(c.data_dir, None);
     let e = ServerToml::from_str("data_dir = 5\n")
         .unwrap_err()
         .to_string();

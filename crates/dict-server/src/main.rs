@@ -11,9 +11,11 @@ use tracing::error;
 
 /// A drop-in replacement for Dovecot's dict server process.
 ///
-/// Without any option it serves dict `quota` (quota_clone's keys and any other key) from a
-/// SQLite file in its data directory: /var/lib/dict-rs with the socket /run/dovecot/dict
-/// when run as root, else ./dict-rs-data with the socket ./dict-rs-data/dict.sock.
+/// Without any dict configured (no option, or a TOML file without dicts) it serves dict
+/// `quota` (quota_clone's keys and any other key) from a SQLite file in its data directory
+/// (--data-dir, or the TOML file's data_dir): /var/lib/dict-rs with the socket
+/// /run/dovecot/dict when run as root, else ./dict-rs-data with the socket
+/// ./dict-rs-data/dict.sock.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -39,7 +41,8 @@ struct Cli {
     /// The --listen socket's group ("" leaves it to whoever runs the server).
     #[arg(long, value_name = "GROUP", global = true, requires = "listen")]
     listen_group: Option<String>,
-    /// Data directory of the embedded default (only used without any dict configured).
+    /// Data directory of the embedded default, served when no dict is configured (overrides
+    /// the TOML file's `data_dir`; an error when dicts are configured).
     #[arg(long, value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// Serve Prometheus metrics on http://ADDR/metrics (overrides `[metrics] listen`).

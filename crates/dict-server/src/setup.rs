@@ -110,9 +110,13 @@ pub fn plan_with(
     }
     let mut create_sqlite = false;
     let mut default_data_dir = None;
-    if dicts.is_empty() && dovecot_config.is_none() && toml.is_none() {
+    let configured =
+        !dicts.is_empty() || dovecot_config.is_some() || toml_cfg.dovecot_config.is_some();
+    if !configured {
+        // Nothing names a dict: serve the embedded default, kept in the data directory.
         let dir = data_dir
             .map(Path::to_path_buf)
+            .or_else(|| toml_cfg.data_dir.clone())
             .unwrap_or_else(default_data_dir_path);
         dicts = embedded_default(&dir)?;
         create_sqlite = true;
@@ -120,6 +124,14 @@ pub fn plan_with(
             listeners.push(listener_from(default_socket_path(&dir), &toml_cfg.listener));
         }
         default_data_dir = Some(dir);
+    } else if data_dir.is_some() {
+        bail!("--data-dir is only used by the embedded default, and dicts are configured: remove --data-dir");
+    } else if let (Some(dir), Some(origin)) = (&toml_cfg.data_dir, &toml_cfg.data_dir_origin) {
+        bail!(
+            "{origin}: data_dir = {} is only used by the embedded default (when no dict is \
+             configured), and dicts are configured: remove data_dir",
+            dir.display()
+        );
     }
     if let Some(path) = &listen.path {
         let same_path = listeners.iter().position(|l| same_file(&l.path, path));
