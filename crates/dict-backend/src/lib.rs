@@ -2,6 +2,7 @@
 //! it never sees protocol framing. The server validates keys (`priv/` needs a username,
 //! nothing outside `priv/` and `shared/`) before they reach a backend.
 
+pub mod file;
 mod memory;
 pub mod redis;
 pub mod sql;
@@ -117,7 +118,8 @@ pub trait Dict: Send + Sync + 'static {
 }
 
 /// Opens the backend `spec` names: SQL databases and Redis are connected to on first use
-/// (SQLite opens its file now), so this succeeds while a database server is down.
+/// (SQLite opens its file now), so this succeeds while a database server is down; a
+/// `file:` dict reads its file on first use.
 /// `sql` tunes SQL dicts; a Redis dict takes its timeout from its own parameters.
 pub async fn open(
     spec: dict_config::DictSpec,
@@ -130,6 +132,7 @@ pub async fn open(
         dict_config::DictSpec::Redis(params) => {
             std::sync::Arc::new(redis::RedisDict::connect(&params)?)
         }
+        dict_config::DictSpec::File(params) => std::sync::Arc::new(file::FileDict::new(params)),
     })
 }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{ConfigError, Origin};
 use crate::settings::{self, Node};
 use crate::sql_map::SqlMapFile;
-use crate::uri::{DictUri, RedisParams, SqlDriver};
+use crate::uri::{DictUri, FileParams, RedisParams, SqlDriver};
 
 /// Debian's compiled-in `base_dir`, used when dovecot.conf doesn't set one.
 pub const DEFAULT_BASE_DIR: &str = "/run/dovecot";
@@ -64,6 +64,7 @@ pub enum DictSpec {
         map_file: SqlMapFile,
     },
     Redis(RedisParams),
+    File(FileParams),
 }
 
 impl DictEntry {
@@ -90,6 +91,7 @@ impl DictEntry {
         match &self.source {
             DictSource::Uri(uri) => DictUri::parse(&self.name, uri).map_err(|e| e.at(&self.origin)),
             DictSource::Parsed(DictSpec::Redis(params)) => Ok(DictUri::Redis(params.clone())),
+            DictSource::Parsed(DictSpec::File(params)) => Ok(DictUri::File(params.clone())),
             DictSource::Parsed(DictSpec::Sql { .. }) => Err(ConfigError::Dict {
                 origin: Some(self.origin.clone()),
                 name: self.name.clone(),
@@ -108,8 +110,15 @@ impl DictEntry {
                     map_file: SqlMapFile::load(map_path)?,
                 }),
                 DictUri::Redis(params) => Ok(DictSpec::Redis(params)),
+                DictUri::File(params) => Ok(DictSpec::File(params)),
             },
         }
+    }
+
+    /// The driver of a 2.3 URI that dict-rs does not serve (`ldap`, `fs`, …): such a dict
+    /// is left out, and its clients get "Unconfigured dictionary".
+    pub fn unserved_driver(&self) -> Option<&str> {
+        self.uri().and_then(crate::uri::unserved_driver)
     }
 
     /// One line for logs: the URI, or the 2.4 driver. Never a password.
@@ -121,12 +130,18 @@ impl DictEntry {
                 map_file.maps.len()
             ),
             DictSource::Parsed(DictSpec::Redis(_)) => "driver = redis".to_string(),
+            DictSource::Parsed(DictSpec::File(p)) => format!(
+                "driver = file, dict_file_path = {}, dict_file_lock_method = {}",
+                p.path.display(),
+                p.lock.name()
+            ),
         }
     }
 }
 
-/// A `unix_listener` of a dict service. Unset fields mean Dovecot's defaults: mode
-/// 0660, owner root, group `dovecot` (§1.3).
+/// A `unix_listener` of a dict service. `mode`, `user` and `group` are what the file says;
+/// unset ones take Dovecot's defaults ([`UnixListenerConf::effective_mode`],
+/// [`UnixListenerConf::effective_group`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnixListenerConf {
     /// Absolute: a relative listener name is resolved against `base_dir`.
@@ -138,7 +153,30 @@ pub struct UnixListenerConf {
     pub group: Option<String>,
     /// The `unix_listener` block that last changed it; `None` for an untouched built-in.
     pub origin: Option<Origin>,
+    /// Dovecot's default mode: 0660 for the built-in `dict`/`dict-async` listener, 0600 for
+    /// any other (as `doveconf -a` shows them).
+    pub default_mode: u32,
+    /// Dovecot's default group: `$default_internal_group` (resolved, `dovecot` unless the
+    /// file sets it) for the built-in listener, none for any other.
+    pub default_group: Option<String>,
 }
+
+impl UnixListenerConf {
+    /// The socket's mode. `mode = 0` is how Dovecot's own dict service is told not to
+    /// listen there (so that we can): it says nothing about our socket's mode.
+    pub fn effective_mode(&self) -> u32 {
+        self.mode.filter(|&m| m != 0).unwrap_or(self.default_mode)
+    }
+
+    /// The socket's group; `None` or `""` leaves it to whoever runs the server.
+    pub fn effective_group(&self) -> Option<&str> {
+        self.group.as_deref().or(self.default_group.as_deref())
+    }
+}
+
+/// Modes Dovecot 2.3 gives a dict service's listeners that don't set one.
+const BUILTIN_LISTENER_MODE: u32 = 0o660;
+const OTHER_LISTENER_MODE: u32 = 0o600;
 
 /// Values of Dovecot's own settings that listener `user`/`group` commonly refer to.
 const BUILTIN_REFS: &[(&str, &str)] = &[
@@ -310,16 +348,28 @@ impl Listeners {
         Ok(())
     }
 
+    /// The first listener is the service's built-in one ([`Listeners::with_builtin`]).
     fn resolve(self, base_dir: &Path, top: &HashMap<&str, &str>) -> Vec<UnixListenerConf> {
         let expand = |v: Option<String>| v.map(|v| expand_ref(&v, top));
         self.0
             .into_iter()
-            .map(|(name, raw)| UnixListenerConf {
-                path: base_dir.join(name),
-                mode: raw.mode,
-                user: expand(raw.user),
-                group: expand(raw.group),
-                origin: raw.origin,
+            .enumerate()
+            .map(|(i, (name, raw))| {
+                let builtin = i == 0;
+                UnixListenerConf {
+                    path: base_dir.join(name),
+                    mode: raw.mode,
+                    user: expand(raw.user),
+                    group: expand(raw.group),
+                    origin: raw.origin,
+                    default_mode: match builtin {
+                        true => BUILTIN_LISTENER_MODE,
+                        false => OTHER_LISTENER_MODE,
+                    },
+                    default_group: builtin
+                        .then(|| expand_ref("$default_internal_group", top))
+                        .filter(|g| !g.starts_with('$')),
+                }
             })
             .collect()
     }
@@ -413,6 +463,38 @@ mod tests {
         assert_eq!(c.dict_async_listeners[0].group.as_deref(), Some("mail"));
     }
 
+    /// `doveconf -a`: the built-in listener is 0660 with group `$default_internal_group`;
+    /// a listener the file adds is 0600 with no owner change.
+    #[test]
+    fn unset_listener_fields_take_dovecots_defaults() {
+        let effective = |c: &DovecotConfig| -> Vec<(u32, Option<String>)> {
+            c.dict_listeners
+                .iter()
+                .chain(&c.dict_async_listeners)
+                .map(|l| (l.effective_mode(), l.effective_group().map(String::from)))
+                .collect()
+        };
+        let c = load("service dict {\n  unix_listener /srv/other {\n  }\n}\n").unwrap();
+        assert_eq!(
+            effective(&c),
+            vec![
+                (0o660, Some("dovecot".into())),
+                (0o600, None),
+                (0o660, Some("dovecot".into()))
+            ]
+        );
+        let c = load(
+            "default_internal_group = dovegrp\nservice dict {\n  unix_listener dict {\n    mode = 0\n    user = mail\n  }\n}\n",
+        )
+        .unwrap();
+        assert_eq!(effective(&c)[0], (0o660, Some("dovegrp".into())));
+        assert_eq!(c.dict_listeners[0].user.as_deref(), Some("mail"));
+        let c =
+            load("service dict {\n  unix_listener dict {\n    group =\n    mode = 0600\n  }\n}\n")
+                .unwrap();
+        assert_eq!(effective(&c)[0], (0o600, Some(String::new())));
+    }
+
     #[test]
     fn invalid_mode_is_an_error() {
         assert_eq!(
@@ -436,7 +518,7 @@ mod tests {
         assert_eq!(
             c.dicts[1].parse_uri().unwrap_err().to_string(),
             "/etc/dovecot/dovecot.conf:3: dict 'b': unknown dict driver 'memcached' in \
-             'memcached:127.0.0.1' (supported: sqlite, mysql, pgsql, redis)"
+             'memcached:127.0.0.1' (supported: sqlite, mysql, pgsql, redis, file)"
         );
     }
 }

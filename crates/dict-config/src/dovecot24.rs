@@ -43,7 +43,7 @@ use crate::dovecot::{DictEntry, DictSource, DictSpec};
 use crate::error::{ConfigError, Origin};
 use crate::settings::Node;
 use crate::sql_map::{check_pattern_fields, KeyField, SqlMap, SqlMapFile, ValueType};
-use crate::uri::{RedisParams, SqlDriver};
+use crate::uri::{FileLock, FileParams, RedisParams, SqlDriver};
 
 /// The dicts of every `dict_server { }` block, in first-seen order; blocks of the same
 /// dict name are merged (later settings win), as Dovecot merges them.
@@ -220,9 +220,12 @@ fn dict_spec(name: &str, origin: &Origin, chain: &Chain<'_, '_>) -> Result<DictS
         "redis" => redis_params(chain)
             .map(DictSpec::Redis)
             .map_err(|(at, m)| fail(&at, m)),
+        "file" => file_params(origin, chain)
+            .map(DictSpec::File)
+            .map_err(|(at, m)| fail(&at, m)),
         other => Err(fail(
             driver_origin,
-            format!("driver '{other}' is not supported (supported: sql, redis)"),
+            format!("driver '{other}' is not supported (supported: sql, redis, file)"),
         )),
     }
 }
@@ -459,6 +462,26 @@ pub fn conninfo_quote(value: &str) -> String {
     }
     out.push('\'');
     out
+}
+
+/// `driver = file`: `dict_file_path` and `dict_file_lock_method` (default dotlock).
+fn file_params(origin: &Origin, chain: &Chain<'_, '_>) -> Result<FileParams, Fail> {
+    let (path, _) = chain
+        .value("dict_file_path")
+        .ok_or_else(|| (origin.clone(), "dict_file_path is not set".to_string()))?;
+    let lock = match chain.value("dict_file_lock_method") {
+        None => FileLock::Dotlock,
+        Some((v, at)) => FileLock::from_name(v).ok_or_else(|| {
+            (
+                at.clone(),
+                format!("Invalid dict_file_lock_method: '{v}' (expected dotlock, fcntl or flock)"),
+            )
+        })?,
+    };
+    Ok(FileParams {
+        path: PathBuf::from(path),
+        lock,
+    })
 }
 
 fn redis_params(chain: &Chain<'_, '_>) -> Result<RedisParams, Fail> {
@@ -759,6 +782,38 @@ mod tests {
     }
 
     #[test]
+    fn file_dict() {
+        assert_eq!(
+            spec(&format!(
+                "{V}dict_server {{\n  dict f {{\n    driver = file\n    dict_file_path = /var/d.txt\n  }}\n}}\n"
+            )),
+            DictSpec::File(FileParams {
+                path: "/var/d.txt".into(),
+                lock: FileLock::Dotlock
+            })
+        );
+        assert_eq!(
+            spec(&format!(
+                "{V}dict_file_lock_method = flock\ndict_server {{\n  dict file {{\n    dict_file_path = /d\n  }}\n}}\n"
+            )),
+            DictSpec::File(FileParams {
+                path: "/d".into(),
+                lock: FileLock::Flock
+            })
+        );
+        let e = load(&format!(
+            "{V}dict_server {{\n  dict f {{\n    driver = file\n    dict_file_lock_method = lockf\n    dict_file_path = /d\n  }}\n}}\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("Invalid dict_file_lock_method: 'lockf'"), "{e}");
+        let e = load(&format!(
+            "{V}dict_server {{\n  dict f {{\n    driver = file\n  }}\n}}\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("dict_file_path is not set"), "{e}");
+    }
+
+    #[test]
     fn inherited_settings_and_driver_default() {
         let c = load(&format!(
             "{V}sql_driver = sqlite\nsqlite_path = /top.db\ndict_server {{\n  sqlite_path = /server.db\n\
@@ -857,8 +912,8 @@ mod tests {
             .unwrap_err()
         };
         assert_eq!(
-            e("driver = file"),
-            "/etc/dovecot/dovecot.conf:4: dict 'q': driver 'file' is not supported (supported: sql, redis)"
+            e("driver = ldap"),
+            "/etc/dovecot/dovecot.conf:4: dict 'q': driver 'ldap' is not supported (supported: sql, redis, file)"
         );
         assert_eq!(
             e("driver = sql"),

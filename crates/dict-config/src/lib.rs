@@ -8,7 +8,7 @@
 //! * [`settings`]: the Dovecot settings syntax, as a tree of [`Node`]s.
 //! * [`dovecot`]: the dicts, `base_dir` and dict listeners of a dovecot.conf.
 //! * [`dovecot24`]: the `dict_server { }` dicts of a Dovecot 2.4 dovecot.conf.
-//! * [`uri`]: dict URIs (`sqlite:…`, `redis:…`).
+//! * [`uri`]: dict URIs (`sqlite:…`, `redis:…`, `file:…`).
 //! * [`sql_map`]: dict-sql map files.
 //! * [`toml`](mod@toml): dict-rs's own configuration file.
 
@@ -31,4 +31,4 @@ pub use self::sql_map::{
 pub use self::toml::{
     ListenerSettings, LogFormat, LogSettings, MetricsSettings, ServerSettings, ServerToml,
 };
-pub use self::uri::{DictUri, RedisParams, SqlDriver};
+pub use self::uri::{unserved_driver, DictUri, FileLock, FileParams, RedisParams, SqlDriver};

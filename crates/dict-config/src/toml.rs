@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! dovecot_config = "/etc/dovecot/dovecot.conf"   # optional: take dicts from it
-//! data_dir = "/var/lib/dict-rs"
+//! # data_dir = "/var/lib/dict-rs"   # only without any dict: the embedded default's home
 //!
 //! [listener]
 //! path = "/run/dovecot/dict"
@@ -53,8 +53,12 @@ pub struct ServerToml {
     pub log: LogSettings,
     /// `[metrics]`
     pub metrics: MetricsSettings,
-    /// `data_dir`: where dict-rs keeps its own state. Default `/var/lib/dict-rs`.
-    pub data_dir: PathBuf,
+    /// `data_dir`: where the embedded default (served when no dict is configured at all)
+    /// keeps its map file and SQLite database. Unset: the server's default. A relative path
+    /// is relative to the TOML file's directory.
+    pub data_dir: Option<PathBuf>,
+    /// The `data_dir = …` line, for messages.
+    pub data_dir_origin: Option<Origin>,
 }
 
 /// `[listener]`
@@ -205,12 +209,7 @@ struct RawServerToml {
     log: LogSettings,
     #[serde(default)]
     metrics: MetricsSettings,
-    #[serde(default = "default_data_dir")]
-    data_dir: PathBuf,
-}
-
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("/var/lib/dict-rs")
+    data_dir: Option<::toml::Spanned<PathBuf>>,
 }
 
 fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -231,9 +230,11 @@ impl ServerToml {
             source,
         })?;
         let mut config = Self::parse_str(&text, path)?;
-        if let (Some(dovecot), Some(dir)) = (&mut config.dovecot_config, path.parent()) {
-            if dovecot.is_relative() {
-                *dovecot = dir.join(&*dovecot);
+        if let Some(dir) = path.parent() {
+            for relative in [&mut config.dovecot_config, &mut config.data_dir] {
+                if let Some(p) = relative.as_mut().filter(|p| p.is_relative()) {
+                    *p = dir.join(&*p);
+                }
             }
         }
         Ok(config)
@@ -276,7 +277,11 @@ impl ServerToml {
             server: raw.server,
             log: raw.log,
             metrics: raw.metrics,
-            data_dir: raw.data_dir,
+            data_dir_origin: raw
+                .data_dir
+                .as_ref()
+                .map(|d| Origin::new(path, line_of(d.span().start))),
+            data_dir: raw.data_dir.map(::toml::Spanned::into_inner),
         })
     }
 
@@ -340,7 +345,7 @@ mod tests {
             (c.log.level.as_str(), c.log.format),
             ("info", LogFormat::Text)
         );
-        assert_eq!(c.data_dir, PathBuf::from("/var/lib/dict-rs"));
+        assert_eq!(c.data_dir, None);
         assert!(c.dicts.is_empty() && c.dovecot_config.is_none());
         assert_eq!(c.server.warn_slow(), Some(Duration::from_secs(5)));
         assert_eq!(c.metrics.listen, None);
@@ -370,7 +375,8 @@ mod tests {
         assert_eq!(dicts, vec![("zz", 11), ("quota", 12)]);
         assert_eq!(c.server.max_pending_per_connection, 10);
         assert_eq!(c.log.format, LogFormat::Json);
-        assert_eq!(c.data_dir, PathBuf::from("/srv/dict"));
+        assert_eq!(c.data_dir, Some(PathBuf::from("/srv/dict")));
+        assert_eq!(c.data_dir_origin, Some(Origin::new("/etc/dict-rs.toml", 2)));
         assert_eq!(c.metrics.listen, Some("127.0.0.1:9137".parse().unwrap()));
     }
 

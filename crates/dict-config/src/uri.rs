@@ -17,6 +17,77 @@ pub enum DictUri {
     },
     /// `redis:` followed by `:`-separated `key=value` parameters.
     Redis(RedisParams),
+    /// `file:<path>` or `file:<path>:lock=fcntl|flock`: Dovecot's flat-file dict.
+    File(FileParams),
+}
+
+/// A `file:` dict: one file of key and value lines, rewritten whole on every commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileParams {
+    pub path: PathBuf,
+    pub lock: FileLock,
+}
+
+/// How writers of a `file:` dict exclude each other, as Dovecot's `lock_method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileLock {
+    /// `<path>.lock` created exclusively, written, then renamed over the file (default).
+    #[default]
+    Dotlock,
+    /// A POSIX record lock on the file itself; the new contents go through `<path>.tmp`.
+    Fcntl,
+    /// `flock(2)` on the file itself; the new contents go through `<path>.tmp`.
+    Flock,
+}
+
+impl FileLock {
+    /// The name in URIs (`lock=fcntl`) and in 2.4's `dict_file_lock_method`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileLock::Dotlock => "dotlock",
+            FileLock::Fcntl => "fcntl",
+            FileLock::Flock => "flock",
+        }
+    }
+
+    /// Parses a 2.4 `dict_file_lock_method` value.
+    pub fn from_name(name: &str) -> Option<FileLock> {
+        [FileLock::Dotlock, FileLock::Fcntl, FileLock::Flock]
+            .into_iter()
+            .find(|l| l.name() == name)
+    }
+}
+
+impl FileParams {
+    /// The part after `file:`: a path, optionally followed by `:lock=fcntl` or
+    /// `:lock=flock` (the only parameter Dovecot 2.3 knows, given at most once).
+    fn parse(args: &str) -> Result<FileParams, String> {
+        let (path, lock) = match args.split_once(':') {
+            None => (args, FileLock::Dotlock),
+            Some((path, "lock=fcntl")) => (path, FileLock::Fcntl),
+            Some((path, "lock=flock")) => (path, FileLock::Flock),
+            Some((_, other)) => {
+                return Err(format!(
+                    "Invalid parameter: {other} (expected lock=fcntl or lock=flock)"
+                ))
+            }
+        };
+        if path.is_empty() {
+            return Err(format!("missing file path in 'file:{args}'"));
+        }
+        Ok(FileParams {
+            path: PathBuf::from(path),
+            lock,
+        })
+    }
+
+    /// The URI Dovecot 2.3 reads back.
+    pub fn uri(&self) -> String {
+        match self.lock {
+            FileLock::Dotlock => format!("file:{}", self.path.display()),
+            lock => format!("file:{}:lock={}", self.path.display(), lock.name()),
+        }
+    }
 }
 
 /// The SQL driver named by the URI scheme; it decides how the map file's `connect`
@@ -85,7 +156,14 @@ impl Default for RedisParams {
     }
 }
 
-const SUPPORTED: &str = "sqlite, mysql, pgsql, redis";
+const SUPPORTED: &str = "sqlite, mysql, pgsql, redis, file";
+
+/// The driver of `uri` when it is one dict-rs does not serve (`ldap`, `fs`, a typo), so
+/// that such a dict can be left out with a warning instead of stopping the others.
+pub fn unserved_driver(uri: &str) -> Option<&str> {
+    let (scheme, _) = uri.split_once(':')?;
+    (!matches!(scheme, "sqlite" | "mysql" | "pgsql" | "redis" | "file")).then_some(scheme)
+}
 
 impl DictUri {
     /// Parses the URI configured for dict `name`; `name` only appears in error messages.
@@ -107,6 +185,7 @@ impl DictUri {
             "mysql" => SqlDriver::Mysql,
             "pgsql" => SqlDriver::Pgsql,
             "redis" => return RedisParams::parse(args).map(DictUri::Redis).map_err(fail),
+            "file" => return FileParams::parse(args).map(DictUri::File).map_err(fail),
             _ => {
                 return Err(fail(format!(
                     "unknown dict driver '{scheme}' in '{uri}' (supported: {SUPPORTED})"
@@ -203,10 +282,46 @@ mod tests {
     fn unknown_scheme_names_the_dict() {
         assert_eq!(
             err("foo:bar"),
-            "dict 'x': unknown dict driver 'foo' in 'foo:bar' (supported: sqlite, mysql, pgsql, redis)"
+            "dict 'x': unknown dict driver 'foo' in 'foo:bar' (supported: sqlite, mysql, pgsql, redis, file)"
         );
-        assert!(err("file:/var/x").contains("unknown dict driver 'file'"));
         assert!(err("nocolon").contains("invalid dict URI 'nocolon'"));
+    }
+
+    #[test]
+    fn file_uris_take_a_path_and_a_lock_method() {
+        let file = |uri: &str| match DictUri::parse("f", uri).unwrap() {
+            DictUri::File(p) => (p.path.display().to_string(), p.lock),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(file("file:/var/d"), ("/var/d".into(), FileLock::Dotlock));
+        assert_eq!(
+            file("file:/var/d:lock=fcntl"),
+            ("/var/d".into(), FileLock::Fcntl)
+        );
+        assert_eq!(
+            file("file:/var/d:lock=flock"),
+            ("/var/d".into(), FileLock::Flock)
+        );
+        assert_eq!(
+            err("file:/var/d:lock=dotlock"),
+            "dict 'x': Invalid parameter: lock=dotlock (expected lock=fcntl or lock=flock)"
+        );
+        assert_eq!(err("file:"), "dict 'x': missing file path in 'file:'");
+        for uri in ["file:/var/d", "file:/var/d:lock=flock"] {
+            let DictUri::File(p) = DictUri::parse("f", uri).unwrap() else {
+                panic!()
+            };
+            assert_eq!(p.uri(), uri);
+        }
+    }
+
+    #[test]
+    fn unserved_drivers() {
+        assert_eq!(unserved_driver("ldap:/etc/dovecot/ldap.conf"), Some("ldap"));
+        assert_eq!(unserved_driver("fs:posix:prefix=/x"), Some("fs"));
+        assert_eq!(unserved_driver("file:/x"), None);
+        assert_eq!(unserved_driver("redis:"), None);
+        assert_eq!(unserved_driver("nocolon"), None);
     }
 
     #[test]

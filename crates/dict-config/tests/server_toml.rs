@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::str::FromStr;
 
 use common::{fixture, Scratch};
@@ -86,7 +85,7 @@ fn load_errors_name_the_file() {
     assert_eq!(
         ServerToml::load(&bad).unwrap_err().to_string(),
         format!(
-            "{}dict 'q': unknown dict driver 'sql' in 'sql:/etc/x' (supported: sqlite, mysql, pgsql, redis)",
+            "{}dict 'q': unknown dict driver 'sql' in 'sql:/etc/x' (supported: sqlite, mysql, pgsql, redis, file)",
             s.at("dict.toml", 2)
         )
     );
@@ -96,7 +95,7 @@ fn load_errors_name_the_file() {
 fn from_str_uses_a_placeholder_file_name() {
     let c: ServerToml = "[log]\nformat = \"json\"\n".parse().unwrap();
     assert_eq!(c.log.format, LogFormat::Json);
-    assert_eq!(c.data_dir, PathBuf::from("/var/lib/dict-rs"));
+    assert_eq!(c.data_dir, None);
     let e = ServerToml::from_str("data_dir = 5\n")
         .unwrap_err()
         .to_string();

@@ -2,6 +2,7 @@
 //! with its URI and, for SQL dicts, its maps), then open every dict and check its backend
 //! (reachable; every map's table has its columns and the unique key an upsert needs).
 //! Every problem gets a message of its own on stderr; any problem makes the check fail.
+//! A dict with a driver we don't serve is a warning: the server starts without it.
 
 use std::io::Write;
 
@@ -15,6 +16,7 @@ use crate::setup::{self, Plan};
 pub async fn run(plan: &Plan, out: &mut impl Write, err: &mut impl Write) -> Result<()> {
     print_settings(plan, out, err)?;
     let mut problems = 0;
+    let mut unserved = Vec::new();
     for entry in &plan.dicts {
         writeln!(
             out,
@@ -23,6 +25,16 @@ pub async fn run(plan: &Plan, out: &mut impl Write, err: &mut impl Write) -> Res
             entry.describe(),
             entry.origin
         )?;
+        if let Some(reason) = setup::unserved_reason(entry) {
+            writeln!(out, "  NOT SERVED")?;
+            writeln!(
+                err,
+                "dict-server: check: warning: dict '{}': {reason}",
+                entry.name
+            )?;
+            unserved.push(entry.name.as_str());
+            continue;
+        }
         if let Err(e) = print_maps(entry, out) {
             problems += 1;
             writeln!(out, "  maps: FAILED")?;
@@ -50,10 +62,22 @@ pub async fn run(plan: &Plan, out: &mut impl Write, err: &mut impl Write) -> Res
             }
         }
     }
+    let served = plan.dicts.len() - unserved.len();
+    if served == 0 {
+        problems += 1;
+        writeln!(err, "dict-server: check: none of the dicts can be served")?;
+    }
     if problems > 0 {
         bail!("check failed: {problems} problem(s)");
     }
-    writeln!(out, "check passed: {} dict(s)", plan.dicts.len())?;
+    match unserved.is_empty() {
+        true => writeln!(out, "check passed: {served} dict(s)")?,
+        false => writeln!(
+            out,
+            "check passed: {served} dict(s); not served: {}",
+            unserved.join(", ")
+        )?,
+    }
     Ok(())
 }
 

@@ -159,6 +159,14 @@ pub fn to_24(config: &DovecotConfig, input: &Path) -> Result<String> {
                 s.push_str("    driver = redis\n");
                 write_redis24(&mut s, p).with_context(|| at(entry))?;
             }
+            DictSpec::File(p) => {
+                s.push_str("    driver = file\n");
+                let path = p.path.display().to_string();
+                let _ = writeln!(s, "    dict_file_path = {}", quote24(&path));
+                if p.lock != dict_config::FileLock::Dotlock {
+                    let _ = writeln!(s, "    dict_file_lock_method = {}", p.lock.name());
+                }
+            }
         }
         s.push_str("  }\n");
     }
@@ -495,6 +503,7 @@ pub fn to_23(config: &DovecotConfig, input: &Path, map_dir: &Path) -> Result<Con
                     uri
                 }
                 DictSpec::Redis(p) => redis_uri(p).with_context(|| at(entry))?,
+                DictSpec::File(p) => p.uri(),
             };
             if entry
                 .name
@@ -625,6 +634,7 @@ fn redis_uri(p: &RedisParams) -> Result<String> {
 pub fn comparable(spec: &DictSpec) -> DictSpec {
     match spec {
         DictSpec::Redis(p) => DictSpec::Redis(p.clone()),
+        DictSpec::File(p) => DictSpec::File(p.clone()),
         DictSpec::Sql { driver, map_file } => {
             let nowhere = Origin::new("", 0);
             let mut file = map_file.clone();

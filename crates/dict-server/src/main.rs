@@ -11,9 +11,11 @@ use tracing::error;
 
 /// A drop-in replacement for Dovecot's dict server process.
 ///
-/// Without any option it serves dict `quota` (quota_clone's keys and any other key) from a
-/// SQLite file in its data directory: /var/lib/dict-rs with the socket /run/dovecot/dict
-/// when run as root, else ./dict-rs-data with the socket ./dict-rs-data/dict.sock.
+/// Without any dict configured (no option, or a TOML file without dicts) it serves dict
+/// `quota` (quota_clone's keys and any other key) from a SQLite file in its data directory
+/// (--data-dir, or the TOML file's data_dir): /var/lib/dict-rs with the socket
+/// /run/dovecot/dict when run as root, else ./dict-rs-data with the socket
+/// ./dict-rs-data/dict.sock.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -25,10 +27,22 @@ struct Cli {
     /// Our own TOML file: listener, [dicts], timeouts, logging (see the README).
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
-    /// Listen on this socket path instead of the configured one(s).
+    /// Listen on this socket path instead of the configured one(s). A configured listener
+    /// of the same path keeps its mode, user and group; any other path gets those of the
+    /// first configured listener (Dovecot's `dict`: 0660, group dovecot).
     #[arg(long, value_name = "PATH", global = true)]
     listen: Option<PathBuf>,
-    /// Data directory of the embedded default (only used without any dict configured).
+    /// The --listen socket's mode (octal, e.g. 0660).
+    #[arg(long, value_name = "MODE", global = true, value_parser = parse_mode, requires = "listen")]
+    listen_mode: Option<u32>,
+    /// The --listen socket's owner ("" leaves it to whoever runs the server).
+    #[arg(long, value_name = "USER", global = true, requires = "listen")]
+    listen_user: Option<String>,
+    /// The --listen socket's group ("" leaves it to whoever runs the server).
+    #[arg(long, value_name = "GROUP", global = true, requires = "listen")]
+    listen_group: Option<String>,
+    /// Data directory of the embedded default, served when no dict is configured (overrides
+    /// the TOML file's `data_dir`; an error when dicts are configured).
     #[arg(long, value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// Serve Prometheus metrics on http://ADDR/metrics (overrides `[metrics] listen`).
@@ -54,6 +68,13 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("invalid mode '{s}': expected an octal number like 0660"))
 }
 
 fn init_logging(plan: &Plan) {
@@ -90,10 +111,16 @@ async fn main() -> std::process::ExitCode {
     }
     // Read at start, and again on every SIGHUP.
     let load = || -> Result<Plan> {
-        let mut plan = setup::plan(
+        let listen = setup::ListenOverride {
+            path: cli.listen.clone(),
+            mode: cli.listen_mode,
+            user: cli.listen_user.clone(),
+            group: cli.listen_group.clone(),
+        };
+        let mut plan = setup::plan_with(
             cli.dovecot_config.as_deref(),
             cli.config.as_deref(),
-            cli.listen.as_deref(),
+            &listen,
             cli.data_dir.as_deref(),
         )?;
         if let Some(addr) = cli.metrics_listen {

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use dict_backend::sql::SqlOptions;
 use dict_backend::Dict;
 use dict_config::{DictEntry, DictSpec, DovecotConfig, ServerToml};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::listener::ListenerSettings;
 use crate::observe;
@@ -36,8 +36,18 @@ pub struct Plan {
     pub metrics: dict_config::MetricsSettings,
 }
 
-/// Dovecot's default listener mode and group for the dict socket.
-const DEFAULT_MODE: u32 = 0o660;
+/// `--listen PATH` with its `--listen-mode/-user/-group`.
+#[derive(Debug, Clone, Default)]
+pub struct ListenOverride {
+    /// Serve only this socket.
+    pub path: Option<PathBuf>,
+    /// Its mode, instead of the configured (or default) one.
+    pub mode: Option<u32>,
+    /// Its owner, instead of the configured one.
+    pub user: Option<String>,
+    /// Its group, instead of the configured one.
+    pub group: Option<String>,
+}
 
 fn listener_from(path: PathBuf, toml: &dict_config::ListenerSettings) -> ListenerSettings {
     ListenerSettings {
@@ -49,11 +59,28 @@ fn listener_from(path: PathBuf, toml: &dict_config::ListenerSettings) -> Listene
     }
 }
 
-/// Builds the plan from the command line's files. `listen` overrides every socket path.
+/// Builds the plan from the command line's files. `listen` replaces every socket path.
 pub fn plan(
     dovecot_config: Option<&Path>,
     toml: Option<&Path>,
     listen: Option<&Path>,
+    data_dir: Option<&Path>,
+) -> Result<Plan> {
+    let listen = ListenOverride {
+        path: listen.map(Path::to_path_buf),
+        ..ListenOverride::default()
+    };
+    plan_with(dovecot_config, toml, &listen, data_dir)
+}
+
+/// [`plan`] with the whole `--listen*` override: the socket `listen.path` replaces the
+/// configured ones. When a configured listener has that path, its mode and owner are kept
+/// (mail processes rely on them); otherwise the first configured listener's are used.
+/// `--listen-mode/-user/-group` win over both.
+pub fn plan_with(
+    dovecot_config: Option<&Path>,
+    toml: Option<&Path>,
+    listen: &ListenOverride,
     data_dir: Option<&Path>,
 ) -> Result<Plan> {
     let toml_cfg = match toml {
@@ -71,11 +98,9 @@ pub fn plan(
         for l in &dovecot.dict_listeners {
             listeners.push(ListenerSettings {
                 path: l.path.clone(),
-                // `mode = 0` is how Dovecot's own dict service is told not to listen there
-                // (so that we can): it says nothing about our socket's mode.
-                mode: l.mode.filter(|&m| m != 0).unwrap_or(DEFAULT_MODE),
+                mode: l.effective_mode(),
                 user: l.user.clone(),
-                group: l.group.clone(),
+                group: l.effective_group().map(str::to_string),
                 backlog: i32::try_from(toml_cfg.listener.backlog).unwrap_or(i32::MAX),
             });
         }
@@ -85,23 +110,48 @@ pub fn plan(
     }
     let mut create_sqlite = false;
     let mut default_data_dir = None;
-    if dicts.is_empty() && dovecot_config.is_none() && toml.is_none() {
+    let configured =
+        !dicts.is_empty() || dovecot_config.is_some() || toml_cfg.dovecot_config.is_some();
+    if !configured {
+        // Nothing names a dict: serve the embedded default, kept in the data directory.
         let dir = data_dir
             .map(Path::to_path_buf)
+            .or_else(|| toml_cfg.data_dir.clone())
             .unwrap_or_else(default_data_dir_path);
         dicts = embedded_default(&dir)?;
         create_sqlite = true;
-        if listeners.is_empty() && listen.is_none() {
+        if listeners.is_empty() && listen.path.is_none() {
             listeners.push(listener_from(default_socket_path(&dir), &toml_cfg.listener));
         }
         default_data_dir = Some(dir);
+    } else if data_dir.is_some() {
+        bail!("--data-dir is only used by the embedded default, and dicts are configured: remove --data-dir");
+    } else if let (Some(dir), Some(origin)) = (&toml_cfg.data_dir, &toml_cfg.data_dir_origin) {
+        bail!(
+            "{origin}: data_dir = {} is only used by the embedded default (when no dict is \
+             configured), and dicts are configured: remove data_dir",
+            dir.display()
+        );
     }
-    if let Some(path) = listen {
-        let mut l = listeners
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| listener_from(path.to_path_buf(), &toml_cfg.listener));
-        l.path = path.to_path_buf();
+    if let Some(path) = &listen.path {
+        let same_path = listeners.iter().position(|l| same_file(&l.path, path));
+        let mut l = match same_path {
+            Some(i) => listeners.swap_remove(i),
+            None => listeners
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| listener_from(path.clone(), &toml_cfg.listener)),
+        };
+        l.path = path.clone();
+        if let Some(mode) = listen.mode {
+            l.mode = mode;
+        }
+        if let Some(user) = &listen.user {
+            l.user = Some(user.clone());
+        }
+        if let Some(group) = &listen.group {
+            l.group = Some(group.clone());
+        }
         listeners = vec![l];
     }
     if listeners.is_empty() {
@@ -123,6 +173,16 @@ pub fn plan(
         log: toml_cfg.log,
         metrics: toml_cfg.metrics,
     })
+}
+
+/// Paths naming the same socket: equal as written, or once `..`/symlinked directories are
+/// resolved (the socket itself may not exist yet).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let canonical = |p: &Path| -> Option<PathBuf> {
+        let dir = p.parent()?.canonicalize().ok()?;
+        Some(dir.join(p.file_name()?))
+    };
+    a == b || canonical(a).is_some_and(|ca| Some(ca) == canonical(b))
 }
 
 /// Root keeps state where a system service would; anyone else next to where they are.
@@ -228,12 +288,33 @@ async fn create_embedded_schema(db: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Why a dict with a driver we don't serve is left out; its clients get Dovecot's
+/// "Unconfigured dictionary" reply, as for a name that isn't configured at all.
+pub fn unserved_reason(entry: &DictEntry) -> Option<String> {
+    let driver = entry.unserved_driver()?;
+    Some(format!(
+        "not served: dict-rs has no '{driver}' driver (it serves sqlite, mysql, pgsql, redis \
+         and file); clients naming this dict get \"Unconfigured dictionary\""
+    ))
+}
+
 /// Opens every dict of the plan. A dict whose backend cannot be set up is a start-up error
-/// naming it; a database that is merely down is not (it is connected to on first use).
+/// naming it; a database that is merely down is not (it is connected to on first use). A
+/// dict with a driver we don't serve (`ldap:`, `fs:`) is left out with a warning, unless
+/// that leaves nothing to serve.
 pub async fn open_dicts(plan: &Plan) -> Result<Registry> {
     let mut registry = Registry::new();
     let timeout = plan.server.request_timeout();
     for entry in &plan.dicts {
+        if let Some(reason) = unserved_reason(entry) {
+            warn!(
+                "{}: dict '{}' ({}): {reason}",
+                entry.origin,
+                entry.name,
+                entry.describe()
+            );
+            continue;
+        }
         let dict = open_dict(entry, timeout, plan.create_sqlite)
             .await
             .with_context(|| {
@@ -249,6 +330,9 @@ pub async fn open_dicts(plan: &Plan) -> Result<Registry> {
             &entry.name,
             observe::wrap(&entry.name, dict, plan.server.warn_slow()),
         );
+    }
+    if registry.is_empty() {
+        bail!("none of the configured dicts can be served (see the warnings above)");
     }
     Ok(registry)
 }
