@@ -15,10 +15,26 @@ use crate::log_limit::{self, LogLimit};
 use crate::registry::Registry;
 use crate::reload::{self, SharedRegistry};
 
+/// How long a connection past `max_connections` waits for a slot before it is closed.
+const REFUSE_GRACE: Duration = Duration::from_millis(250);
+/// Connections that may wait for a slot at once.
+const MAX_WAITING: usize = 1024;
+
+/// Closes a connection past the limit (dropping the stream closes it), logged now and then.
+fn refuse(log: &LogLimit, max_connections: usize) {
+    crate::metrics::connection_closed("refused");
+    log.warn(|held_back| {
+        warn!(
+            "refused a connection: max_connections ({max_connections}) are open{}",
+            log_limit::more(held_back, log_limit::INTERVAL)
+        )
+    });
+}
+
 /// Server-wide settings.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    /// Connections served at once; more are closed as soon as they are accepted.
+    /// Connections served at once; one more waits a moment for a slot, then is closed.
     pub max_connections: usize,
     /// Per-connection settings.
     pub connection: ConnectionSettings,
@@ -56,7 +72,9 @@ pub async fn run_shared(
 ) {
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let tasks = TaskTracker::new();
-    let refused_log = LogLimit::new(log_limit::INTERVAL);
+    let refused_log = Arc::new(LogLimit::new(log_limit::INTERVAL));
+    // Connections past the limit that wait for a slot; past this many, refused at once.
+    let waiters = Arc::new(Semaphore::new(MAX_WAITING));
     let mut backoff = Duration::from_millis(1);
     loop {
         let stream = tokio::select! {
@@ -73,25 +91,38 @@ pub async fn run_shared(
             _ = shutdown.cancelled() => break,
         };
         backoff = Duration::from_millis(1);
-        // Full: close at once rather than leave the client hanging in the backlog; Dovecot's
-        // clients fail that one request and connect again for the next.
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            crate::metrics::connection_closed("refused");
-            refused_log.warn(|held_back| {
-                warn!(
-                    "refused a connection: max_connections ({}) are open{}",
-                    settings.max_connections,
-                    log_limit::more(held_back, log_limit::INTERVAL)
-                )
-            });
-            drop(stream);
-            continue;
+        // Full: a slot freed a moment ago (a client that just closed) is still waited for
+        // briefly; past that the connection is closed rather than left hanging in the
+        // backlog. Dovecot's clients fail that one request and connect again for the next.
+        let permit = limit.clone().try_acquire_owned().ok();
+        let waiting = match permit {
+            Some(_) => None,
+            None => match waiters.clone().try_acquire_owned() {
+                Ok(w) => Some(w),
+                Err(_) => {
+                    refuse(&refused_log, settings.max_connections);
+                    continue;
+                }
+            },
         };
         let registry = registry.load_full();
         let conn_settings = settings.connection.clone();
         let conn_tasks = tasks.clone();
         let conn_shutdown = shutdown.clone();
+        let (limit, refused_log) = (limit.clone(), refused_log.clone());
+        let max_connections = settings.max_connections;
         tasks.spawn(async move {
+            let permit = match permit {
+                Some(permit) => permit,
+                None => match tokio::time::timeout(REFUSE_GRACE, limit.acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => {
+                        drop(waiting);
+                        return refuse(&refused_log, max_connections);
+                    }
+                },
+            };
+            drop(waiting);
             let _open = crate::metrics::OpenConnection::new();
             connection::serve(stream, registry, conn_settings, conn_tasks, conn_shutdown).await;
             drop(permit);
