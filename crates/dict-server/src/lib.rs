@@ -20,6 +20,7 @@ pub mod reply_queue;
 pub mod server;
 pub mod setup;
 pub mod systemd;
+pub mod testing;
 pub mod transactions;
 
 pub use connection::ConnectionSettings;

@@ -13,11 +13,11 @@ use dict_backend::{
     CommitResult, Dict, DictError, IterRow, IterateOptions, MemoryDict, Transaction,
 };
 use dict_server::budget::ServerBudget;
-use dict_server::{listener, ConnectionSettings, Registry, ServerSettings};
+use dict_server::testing::InProcessServer;
+use dict_server::{ConnectionSettings, Registry, ServerSettings};
 use futures::stream::BoxStream;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use tokio_util::sync::CancellationToken;
 
 /// The memory dict, with every lookup taking `lookup_delay`, and every call hanging while
 /// `stalled` is set (a backend that stopped answering).
@@ -61,21 +61,18 @@ impl Dict for SlowDict {
 }
 
 struct TestServer {
-    path: std::path::PathBuf,
+    server: InProcessServer,
     stalled: Arc<AtomicBool>,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+impl std::ops::Deref for TestServer {
+    type Target = InProcessServer;
+    fn deref(&self) -> &InProcessServer {
+        &self.server
     }
 }
 
 async fn start(settings: ServerSettings, lookup_delay: Duration) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("dict.sock");
     let stalled = Arc::new(AtomicBool::new(false));
     let mut registry = Registry::new();
     registry.insert(
@@ -86,25 +83,9 @@ async fn start(settings: ServerSettings, lookup_delay: Duration) -> TestServer {
             stalled: stalled.clone(),
         }),
     );
-    let bound = listener::bind(&listener::ListenerSettings {
-        path: path.clone(),
-        mode: 0o660,
-        user: None,
-        group: None,
-        backlog: 128,
-    })
-    .unwrap();
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    tokio::spawn(async move {
-        dict_server::run(&bound.listener, Arc::new(registry), settings, token).await;
-        drop(bound);
-    });
     TestServer {
-        path,
+        server: InProcessServer::start(registry, settings).await,
         stalled,
-        shutdown,
-        _dir: dir,
     }
 }
 

@@ -5,49 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dict_backend::MemoryDict;
-use dict_server::{listener, Registry, ServerSettings};
+use dict_server::testing::InProcessServer;
+use dict_server::{Registry, ServerSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio_util::sync::CancellationToken;
 
-struct TestServer {
-    path: std::path::PathBuf,
-    shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-async fn start() -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("dict.sock");
+async fn start() -> InProcessServer {
     let mut registry = Registry::new();
     registry.insert("mem", Arc::new(MemoryDict::new()));
-    let settings = listener::ListenerSettings {
-        path: path.clone(),
-        mode: 0o660,
-        user: None,
-        group: None,
-        backlog: 128,
-    };
-    let bound = listener::bind(&settings).unwrap();
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let handle = tokio::spawn(async move {
-        dict_server::run(
-            &bound.listener,
-            Arc::new(registry),
-            ServerSettings::default(),
-            token,
-        )
-        .await;
-        drop(bound);
-    });
-    TestServer {
-        path,
-        shutdown,
-        handle,
-        _dir: dir,
-    }
+    InProcessServer::start(registry, ServerSettings::default()).await
 }
 
 /// Replaces the four timing fields of final replies with `TS`, so transcripts compare.
@@ -72,7 +38,7 @@ fn strip_timings(out: &[u8]) -> String {
 }
 
 /// Sends `input` in one write, half-closes, and reads everything until the server closes.
-async fn exchange(server: &TestServer, input: &[u8]) -> String {
+async fn exchange(server: &InProcessServer, input: &[u8]) -> String {
     let stream = UnixStream::connect(&server.path).await.unwrap();
     let (mut rd, mut wr) = stream.into_split();
     // Write from a task of its own: a server with replies to deliver stops reading.
@@ -108,7 +74,7 @@ fn sorted(out: &str) -> Vec<String> {
 }
 
 /// Sends `input` without closing and reads until the server closes the connection.
-async fn until_closed(server: &TestServer, input: &[u8]) -> String {
+async fn until_closed(server: &InProcessServer, input: &[u8]) -> String {
     let mut stream = UnixStream::connect(&server.path).await.unwrap();
     stream.write_all(input).await.unwrap();
     let mut out = Vec::new();
@@ -147,8 +113,7 @@ async fn pipelined_async_replies() {
         .filter(|l| l.starts_with('*'))
         .collect();
     assert_eq!(stars, ["*1", "*2", "*3", "*4"]);
-    s.shutdown.cancel();
-    s.handle.await.unwrap();
+    s.stop().await;
 }
 
 #[tokio::test]

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use dict_backend::MemoryDict;
 use dict_client::{Client, ClientOptions, Protocol};
-use dict_server::{listener, Registry, ServerSettings};
+use dict_server::testing::InProcessServer;
+use dict_server::{Registry, ServerSettings};
 use quota_clone::{Coalescer, FlushEvent, QuotaClone, Usage, UsageWriter, WriteError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
-use tokio_util::sync::CancellationToken;
 
 /// A fake dict server: reads each connection until it has seen `C<id>\n`, records the bytes,
 /// and answers the commit as `reply(user)` says (`None`: close without answering).
@@ -306,42 +306,10 @@ async fn coalescer_retries_failed_writes_and_flushes_on_demand() {
     assert_eq!(rec.writes.lock().unwrap().len(), 4);
 }
 
-struct Server {
-    path: PathBuf,
-    _dir: tempfile::TempDir,
-    shutdown: CancellationToken,
-}
-
-async fn our_server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("dict");
+async fn our_server() -> InProcessServer {
     let mut registry = Registry::new();
     registry.insert("quota", Arc::new(MemoryDict::new()));
-    let settings = listener::ListenerSettings {
-        path: path.clone(),
-        mode: 0o660,
-        user: None,
-        group: None,
-        backlog: 128,
-    };
-    let bound = listener::bind(&settings).unwrap();
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    tokio::spawn(async move {
-        dict_server::run(
-            &bound.listener,
-            Arc::new(registry),
-            ServerSettings::default(),
-            token,
-        )
-        .await;
-        drop(bound);
-    });
-    Server {
-        path,
-        _dir: dir,
-        shutdown,
-    }
+    InProcessServer::start(registry, ServerSettings::default()).await
 }
 
 async fn stored(client: &Client, user: &str) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
@@ -378,7 +346,7 @@ async fn coalescer_against_our_server() {
         stored(&client, "bob").await,
         (Some(b"105000".to_vec()), Some(b"1050".to_vec()))
     );
-    server.shutdown.cancel();
+    server.stop().await;
 }
 
 async fn cli(args: &[&str], stdin: &str) -> (String, String, i32) {
@@ -459,7 +427,7 @@ async fn cli_set_and_sync_write_through_our_server() {
         stored(&client, "ann").await,
         (Some(b"3500".to_vec()), Some(b"3".to_vec()))
     );
-    server.shutdown.cancel();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

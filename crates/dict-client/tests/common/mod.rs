@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
@@ -12,12 +12,12 @@ use async_trait::async_trait;
 use dict_backend::{
     CommitResult, Dict, DictError, IterRow, IterateOptions, MemoryDict, Transaction,
 };
-use dict_server::{listener, Registry, ServerSettings};
+use dict_server::testing::InProcessServer;
+use dict_server::{Registry, ServerSettings};
 use futures::stream::{BoxStream, StreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixListener;
-use tokio_util::sync::CancellationToken;
 
 /// One accepted connection of the fake server.
 pub struct Session {
@@ -192,47 +192,25 @@ impl Dict for MultiDict {
 }
 
 /// The project's server, in-process, serving `mem` (MemoryDict) and `multi` (MultiDict).
-pub struct TestServer {
-    pub path: PathBuf,
-    pub dir: tempfile::TempDir,
-    shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<()>,
+pub struct TestServer(InProcessServer);
+
+impl std::ops::Deref for TestServer {
+    type Target = InProcessServer;
+    fn deref(&self) -> &InProcessServer {
+        &self.0
+    }
 }
 
 impl TestServer {
     /// Listens on `<tmp>/run/dict`, so `proxy::mem` resolves under base_dir `<tmp>/run`.
     pub async fn start() -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("run").join("dict");
         let mut registry = Registry::new();
         registry.insert("mem", Arc::new(MemoryDict::new()));
         registry.insert("multi", Arc::new(MultiDict::default()));
-        let settings = listener::ListenerSettings {
-            path: path.clone(),
-            mode: 0o660,
-            user: None,
-            group: None,
-            backlog: 128,
-        };
-        let bound = listener::bind(&settings).unwrap();
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let handle = tokio::spawn(async move {
-            dict_server::run(
-                &bound.listener,
-                Arc::new(registry),
-                ServerSettings::default(),
-                token,
-            )
-            .await;
-            drop(bound);
-        });
-        TestServer {
-            path,
-            dir,
-            shutdown,
-            handle,
-        }
+        TestServer(
+            InProcessServer::start_at(registry, ServerSettings::default(), Path::new("run/dict"))
+                .await,
+        )
     }
 
     pub fn uri(&self, name: &str) -> String {
@@ -244,7 +222,6 @@ impl TestServer {
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.handle.await.unwrap();
+        self.0.stop().await;
     }
 }
