@@ -1,8 +1,11 @@
 #!/bin/bash
-# The whole test suite, one command (run as root from anywhere):
+# The whole test suite, one command (run as root from anywhere, e.g. on a fresh
+# Debian 12 machine with a Rust toolchain):
 #
 #   tests/scripts/run-all.sh
 #
+# 0. tests/scripts/install-deps.sh: apt-get installs the system packages that are
+#    missing (nothing when all are there), then checks every component
 # 1. cargo build --workspace --all-targets
 # 2. tests/scripts/services.sh start (redis, MariaDB, PostgreSQL under
 #    $DICT_TEST_SCRATCH); they are stopped again on ANY exit (trap)
@@ -16,6 +19,7 @@
 #   CARGO                cargo binary (default: cargo)
 #   DICT_TEST_THREADS    --test-threads value (default 2)
 #   DICT_TEST_KEEP_SERVICES=1  do not stop the services at the end
+#   DICT_TEST_NO_INSTALL=1     never call apt-get (only check the components)
 # shellcheck disable=SC2317  # on_exit/on_signal/summary are called from traps
 set -uo pipefail
 
@@ -88,6 +92,12 @@ trap on_signal INT TERM
 
 # Tests that need a service fail (never skip) when it is missing.
 export DICT_TEST_REQUIRE_SERVICES=1
+
+# ---------------------------------------------------------- dependencies ---
+if ! step dependencies "$SCRIPT_DIR/install-deps.sh"; then
+	skip build "dependencies missing"; skip services "dependencies missing"; skip tests "dependencies missing"
+	exit 1
+fi
 
 # ----------------------------------------------------------------- build ---
 if ! step build "$CARGO" build --workspace --all-targets; then

@@ -3,11 +3,14 @@
 //!
 //! ```text
 //! dictctl [-f flow|tab|json|table] get   [-u user] <dict uri> <key>
-//! dictctl [-f …]                   set   [-u user] <dict uri> <key> <value>
-//! dictctl [-f …]                   unset [-u user] <dict uri> <key>
-//! dictctl [-f …]                   inc   [-u user] <dict uri> <key> [--] <diff>
+//! dictctl [-f …]                   set   [-u user] [-t nsecs] [-e secs] <dict uri> <key> <value>
+//! dictctl [-f …]                   unset [-u user] [-t nsecs] <dict uri> <key>
+//! dictctl [-f …]                   inc   [-u user] [-t nsecs] <dict uri> <key> [--] <diff>
 //! dictctl [-f …]                   iter  [-u user] [-1RV] <dict uri> <prefix>
 //! ```
+//!
+//! `-t` (the write timestamp, nanoseconds since the epoch: sent as `T`) and `-e` (expiry in
+//! seconds: the third field of `B`, protocol 4 only) are spelled as in Dovecot 2.4's doveadm.
 //!
 //! Exit codes: 0 ok, 64 usage, 68 not found (get, inc), 75 failure.
 
@@ -63,6 +66,11 @@ enum Command {
     Set {
         #[arg(short = 'u', value_name = "USER")]
         user: Option<String>,
+        #[command(flatten)]
+        when: WriteTime,
+        /// Expire the value after this many seconds (needs --protocol 4).
+        #[arg(short = 'e', value_name = "EXPIRE-SECS")]
+        expire_secs: Option<u32>,
         uri: Option<String>,
         key: Option<String>,
         value: Option<String>,
@@ -71,6 +79,8 @@ enum Command {
     Unset {
         #[arg(short = 'u', value_name = "USER")]
         user: Option<String>,
+        #[command(flatten)]
+        when: WriteTime,
         uri: Option<String>,
         key: Option<String>,
     },
@@ -78,6 +88,8 @@ enum Command {
     Inc {
         #[arg(short = 'u', value_name = "USER")]
         user: Option<String>,
+        #[command(flatten)]
+        when: WriteTime,
         uri: Option<String>,
         key: Option<String>,
         #[arg(allow_negative_numbers = true)]
@@ -99,6 +111,27 @@ enum Command {
         uri: Option<String>,
         prefix: Option<String>,
     },
+}
+
+/// `-t <timestamp-nsecs>` of set, unset and inc.
+#[derive(Debug, clap::Args)]
+struct WriteTime {
+    /// The write timestamp, in nanoseconds since the epoch.
+    #[arg(short = 't', value_name = "TIMESTAMP-NSECS")]
+    timestamp: Option<u64>,
+}
+
+impl WriteTime {
+    /// Sends `T` (before any change, as the protocol wants).
+    fn apply(&self, tx: &mut dict_client::Transaction) -> Result<(), dict_client::Error> {
+        match self.timestamp {
+            None => Ok(()),
+            Some(ns) => tx.timestamp(
+                i64::try_from(ns / 1_000_000_000).unwrap_or(i64::MAX),
+                u32::try_from(ns % 1_000_000_000).unwrap_or(0),
+            ),
+        }
+    }
 }
 
 /// Logs an error the way doveadm does (`Error: …` on stderr) and gives the exit code.
@@ -198,6 +231,8 @@ async fn run(ctx: &mut Ctx, command: Command) -> std::io::Result<u8> {
         }
         Command::Set {
             user,
+            when,
+            expire_secs,
             uri,
             key,
             value,
@@ -205,12 +240,25 @@ async fn run(ctx: &mut Ctx, command: Command) -> std::io::Result<u8> {
             let (Some(key), Some(value)) = (key, value) else {
                 return Ok(fail(EX_USAGE, "dict set: Missing parameters"));
             };
+            if expire_secs.is_some() && ctx.options.protocol != Protocol::V4 {
+                return Ok(fail(
+                    EX_USAGE,
+                    "dict set: -e needs --protocol 4 (a Dovecot 2.4 dict server)",
+                ));
+            }
             let user = user.unwrap_or_default();
             let client = match ctx.init(uri.as_deref(), &key, &user) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            match commit_one(&client, &user, |tx| tx.set(&key, &value)).await {
+            let set = |tx: &mut dict_client::Transaction| {
+                if let Some(secs) = expire_secs {
+                    tx.set_expire_secs(secs)?;
+                }
+                when.apply(tx)?;
+                tx.set(&key, &value)
+            };
+            match commit_one(&client, &user, set).await {
                 CommitResult::Ok => EX_OK,
                 r => fail(
                     EX_TEMPFAIL,
@@ -218,7 +266,12 @@ async fn run(ctx: &mut Ctx, command: Command) -> std::io::Result<u8> {
                 ),
             }
         }
-        Command::Unset { user, uri, key } => {
+        Command::Unset {
+            user,
+            when,
+            uri,
+            key,
+        } => {
             let Some(key) = key else {
                 return Ok(fail(EX_USAGE, "dict unset: Missing key"));
             };
@@ -227,7 +280,11 @@ async fn run(ctx: &mut Ctx, command: Command) -> std::io::Result<u8> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            match commit_one(&client, &user, |tx| tx.unset(&key)).await {
+            let unset = |tx: &mut dict_client::Transaction| {
+                when.apply(tx)?;
+                tx.unset(&key)
+            };
+            match commit_one(&client, &user, unset).await {
                 CommitResult::Ok => EX_OK,
                 r => fail(
                     EX_TEMPFAIL,
@@ -237,6 +294,7 @@ async fn run(ctx: &mut Ctx, command: Command) -> std::io::Result<u8> {
         }
         Command::Inc {
             user,
+            when,
             uri,
             key,
             diff,
@@ -250,7 +308,11 @@ async fn run(ctx: &mut Ctx, command: Command) -> std::io::Result<u8> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            match commit_one(&client, &user, |tx| tx.inc(&key, diff)).await {
+            let inc = |tx: &mut dict_client::Transaction| {
+                when.apply(tx)?;
+                tx.inc(&key, diff)
+            };
+            match commit_one(&client, &user, inc).await {
                 CommitResult::Ok => EX_OK,
                 CommitResult::NotFound => fail(EX_NOTFOUND, format!("{key} doesn't exist")),
                 r => fail(
