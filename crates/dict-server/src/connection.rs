@@ -128,12 +128,14 @@ pub async fn serve(
     };
     let Some(dict) = registry.get(&hello.dict_name).cloned() else {
         if registry.is_empty() {
-            return warn!("No dictionaries configured");
+            warn!("No dictionaries configured");
+        } else {
+            warn!(
+                "Unconfigured dictionary name '{}'",
+                String::from_utf8_lossy(&hello.dict_name)
+            );
         }
-        return warn!(
-            "Unconfigured dictionary name '{}'",
-            String::from_utf8_lossy(&hello.dict_name)
-        );
+        return refuse_after_hello(reader, write_half).await;
     };
     let style = hello.reply_style();
     reader.decoder_mut().set_style(style);
@@ -158,6 +160,18 @@ pub async fn serve(
         reading: true,
     };
     tracing::Instrument::instrument(conn.run(shutdown), span).await;
+}
+
+/// Ends a connection whose hello named no dict we serve: the client sees end of file
+/// ("Connection closed") rather than a failed write, whatever it sent after the hello —
+/// its commands are read and dropped until it closes, for a second at most.
+async fn refuse_after_hello(
+    mut reader: FramedRead<OwnedReadHalf, ServerCodec>,
+    mut writer: OwnedWriteHalf,
+) {
+    let _ = writer.shutdown().await;
+    let drain = async { while let Some(Ok(_)) = reader.next().await {} };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 impl Connection {
