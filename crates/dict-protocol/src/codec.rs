@@ -4,7 +4,7 @@
 use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::escape::find_byte;
+use crate::search::find_byte;
 use crate::{Hello, ReplyStyle, Request, ServerLine, MAX_LINE_LENGTH};
 
 /// Errors of the codecs.

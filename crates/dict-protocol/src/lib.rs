@@ -6,10 +6,12 @@
 
 mod error;
 pub mod escape;
+mod fields;
 mod hello;
 mod number;
 mod reply;
 mod request;
+mod search;
 
 #[cfg(feature = "codec")]
 pub mod codec;

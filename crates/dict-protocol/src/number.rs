@@ -7,8 +7,8 @@ use nom::character::complete::digit1;
 use nom::combinator::{all_consuming, map_opt, opt};
 use nom::{IResult, Parser};
 
-/// ASCII digits as a u64; `None` on overflow.
-fn decimal_u64(input: &[u8]) -> IResult<&[u8], u64, ()> {
+/// ASCII digits as a u64; fails on overflow.
+pub(crate) fn decimal_u64(input: &[u8]) -> IResult<&[u8], u64, ()> {
     map_opt(digit1, |digits: &[u8]| {
         let digit = |d: &u8| u64::from(d - b'0');
         if digits.len() <= 19 {
@@ -23,7 +23,7 @@ fn decimal_u64(input: &[u8]) -> IResult<&[u8], u64, ()> {
     .parse(input)
 }
 
-fn decimal_u32(input: &[u8]) -> IResult<&[u8], u32, ()> {
+pub(crate) fn decimal_u32(input: &[u8]) -> IResult<&[u8], u32, ()> {
     map_opt(decimal_u64, |n| u32::try_from(n).ok()).parse(input)
 }
 
