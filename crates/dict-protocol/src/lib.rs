@@ -8,6 +8,7 @@ mod error;
 pub mod escape;
 mod fields;
 mod hello;
+pub mod namespace;
 mod number;
 mod reply;
 mod request;
