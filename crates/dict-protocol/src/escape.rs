@@ -56,13 +56,13 @@ pub fn escape(src: &[u8]) -> Cow<'_, [u8]> {
 /// Reverses [`escape`]: `0x01 X` maps `0 1 t r n` back to their bytes, any other X to
 /// itself, and a lone trailing 0x01 is dropped (as Dovecot's unescaper does).
 pub fn unescape(src: &[u8]) -> Cow<'_, [u8]> {
-    let Some(first) = memchr::memchr(ESCAPE, src) else {
+    let Some(first) = find_byte(ESCAPE, src) else {
         return Cow::Borrowed(src);
     };
     let mut out = Vec::with_capacity(src.len());
     out.extend_from_slice(&src[..first]);
     let mut rest = &src[first..];
-    while let Some(pos) = memchr::memchr(ESCAPE, rest) {
+    while let Some(pos) = find_byte(ESCAPE, rest) {
         out.extend_from_slice(&rest[..pos]);
         match rest.get(pos + 1) {
             None => {

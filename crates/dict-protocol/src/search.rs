@@ -33,10 +33,16 @@ pub(crate) fn find_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
         }
         at += 8;
     }
-    haystack[at..]
-        .iter()
-        .position(|&b| b == needle)
-        .map(|p| at + p)
+    if at == haystack.len() {
+        return None;
+    }
+    if haystack.len() >= 8 {
+        // The last word again, overlapping bytes already seen (which hold no match).
+        let last = haystack.len() - 8;
+        let m = matches_in(word_at(haystack, last), needle);
+        return (m != 0).then(|| last + m.trailing_zeros() as usize / 8);
+    }
+    haystack.iter().position(|&b| b == needle)
 }
 
 /// Where `needle` last is in `haystack`.
@@ -53,7 +59,15 @@ pub(crate) fn rfind_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
         }
         end -= 8;
     }
-    haystack[..end].iter().rposition(|&b| b == needle)
+    if end == 0 {
+        return None;
+    }
+    if haystack.len() >= 8 {
+        // The first word, overlapping bytes already seen (which hold no match).
+        let m = matches_in(word_at(haystack, 0), needle);
+        return (m != 0).then(|| 7 - m.leading_zeros() as usize / 8);
+    }
+    haystack.iter().rposition(|&b| b == needle)
 }
 
 #[cfg(test)]
