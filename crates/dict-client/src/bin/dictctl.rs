@@ -1,5 +1,5 @@
 //! `dictctl`: `doveadm dict` for dict proxy servers, with the same arguments, output and exit
-//! codes (dict-protocol.md §9):
+//! codes:
 //!
 //! ```text
 //! dictctl [-f flow|tab|json|table] get   [-u user] <dict uri> <key>
