@@ -110,8 +110,8 @@ impl<'a> Args<'a> {
             plain: find_byte(ESCAPE, raw).is_none(),
         }
     }
-    /// The raw fields, if they have the `shape` the command's nom parser describes. Dovecot checks the count
-    /// before it reads any field, so a wrong shape is always a wrong field count.
+    /// The raw fields, if they have the `shape` the command's nom parser describes. Dovecot
+    /// checks the count before it reads any field, so a wrong shape is a wrong field count.
     #[inline]
     fn shape<O>(
         &self,
