@@ -1,4 +1,5 @@
-//! Tab-escaping of fields (protocol-spec §2): 0x01, TAB, CR, LF and NUL travel as 0x01 plus a letter.
+//! Tab-escaping of fields (protocol-spec §2): 0x01, TAB, CR, LF and NUL travel as 0x01 plus
+//! a letter.
 //!
 //! Values are bytes, never `String`: invalid UTF-8 must survive a round trip.
 
