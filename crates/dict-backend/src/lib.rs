@@ -14,10 +14,8 @@ pub use transaction::{Change, Transaction};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 
-/// The two key namespaces (§5).
-pub const PRIV_PREFIX: &[u8] = b"priv/";
-/// Keys shared by all users.
-pub const SHARED_PREFIX: &[u8] = b"shared/";
+/// The key namespace rule lives with the protocol; backends and the server share it.
+pub use dict_protocol::namespace::{key_namespace, Namespace, PRIV_PREFIX, SHARED_PREFIX};
 
 /// Iterate flags as the backend sees them (the protocol's bits, decoded).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -134,24 +132,4 @@ pub async fn open(
         }
         dict_config::DictSpec::File(params) => std::sync::Arc::new(file::FileDict::new(params)),
     })
-}
-
-/// True when `key` is in a namespace a backend understands.
-pub fn key_namespace(key: &[u8]) -> Option<Namespace> {
-    if key.starts_with(PRIV_PREFIX) {
-        Some(Namespace::Private)
-    } else if key.starts_with(SHARED_PREFIX) {
-        Some(Namespace::Shared)
-    } else {
-        None
-    }
-}
-
-/// The namespace of a key (§5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Namespace {
-    /// `priv/`: per user; needs a username.
-    Private,
-    /// `shared/`: global; the username is ignored.
-    Shared,
 }

@@ -1,4 +1,4 @@
-//! An in-memory dict with dict-file semantics (§6.2), for unit tests and as the model the
+//! An in-memory dict with dict-file semantics, for unit tests and as the model the
 //! other backends are compared with.
 
 use std::collections::BTreeMap;

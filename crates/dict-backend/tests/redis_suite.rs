@@ -314,7 +314,7 @@ impl Monitor {
     }
 }
 
-/// The MONITOR transcript of dict-protocol.md §6.4.3, and what a connect sends.
+/// The commands Dovecot's dict-redis sends (as MONITOR shows them), and what a connect sends.
 #[tokio::test]
 async fn commands_match_dovecots_monitor_transcript() {
     let prefix = format!("{}pfx/", unique_prefix());
@@ -657,7 +657,7 @@ async fn iterate_levels_exact_and_no_value() {
             "shared/it/c/e=0"
         ]
     );
-    // a string prefix, not a path segment, as dict-file (§6.2)
+    // a string prefix, not a path segment, as dict-file
     assert_eq!(iterate(&d, "shared/it", "", opts()).await, ["shared/itx=9"]);
     let exact = IterateOptions {
         exact_key: true,

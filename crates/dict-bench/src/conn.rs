@@ -1,5 +1,5 @@
 //! Connection workers. A persistent worker keeps up to `depth` operations in flight on one
-//! connection and matches replies through the `*<n>` / `+<n>` async ids (§4.3); a
+//! connection and matches replies through the `*<n>` / `+<n>` async ids (protocol-spec §5.1); a
 //! reconnect worker does what doveadm and quota_clone do: connect, hello and one
 //! operation in one write, wait for the reply, close. Every wait is bounded.
 

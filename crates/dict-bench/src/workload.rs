@@ -1,5 +1,5 @@
 //! The operations of each workload, encoded exactly as Dovecot's dict client writes them
-//! (dict-protocol.md §4.2, §4.6, §8.1), and what their final replies mean.
+//! (protocol-spec §4, §6), and what their final replies mean.
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -62,7 +62,7 @@ pub enum Reply {
 }
 
 impl OpKind {
-    /// Reads a reply body (after any `+<n>\t`), per dict-protocol.md §4.4.
+    /// Reads a reply body (after any `+<n>\t`), per protocol-spec §5.2.
     pub fn classify(self, body: &[u8]) -> Reply {
         let first = body.first().copied();
         match (self, first) {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use dict_protocol::namespace::{self, KeyRefusal};
 use dict_protocol::{IterateFlags, TransactionId};
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
@@ -226,24 +227,18 @@ impl Client {
     }
 }
 
-/// A key must be under `priv/` (with a username) or `shared/` (§5).
+/// A key must be under `priv/` (with a username) or `shared/` (protocol-spec §4); the
+/// messages are those of Dovecot's client library.
 pub(crate) fn check_key(key: &[u8], user: &[u8]) -> Result<(), Error> {
-    if key.starts_with(b"priv/") {
-        if user.is_empty() {
-            return Err(Error::InvalidKey(format!(
-                "A username is required for priv/ keys: {}",
-                String::from_utf8_lossy(key)
-            )));
-        }
-        Ok(())
-    } else if key.starts_with(b"shared/") {
-        Ok(())
-    } else {
-        Err(Error::InvalidKey(format!(
-            "Key must begin with 'priv/' or 'shared/': {}",
-            String::from_utf8_lossy(key)
-        )))
-    }
+    let message = match namespace::check_key(key, user) {
+        Ok(_) => return Ok(()),
+        Err(KeyRefusal::NoUsername) => "A username is required for priv/ keys",
+        Err(KeyRefusal::NoNamespace) => "Key must begin with 'priv/' or 'shared/'",
+    };
+    Err(Error::InvalidKey(format!(
+        "{message}: {}",
+        String::from_utf8_lossy(key)
+    )))
 }
 
 /// The rows of one iteration, as a [`Stream`].

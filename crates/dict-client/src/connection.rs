@@ -1,9 +1,9 @@
 //! The connection task: owns the socket (when there is one), writes the commands the
 //! [`Client`](crate::Client) handles send it over a channel, and matches the server's
-//! replies to the pending commands (dict-protocol.md §4.3).
+//! replies to the pending commands (protocol-spec §5.1).
 //!
 //! Connections come and go: one is opened for the first command, closed when idle
-//! (`idle_msecs`, §1.4), and opened again for the next command. Transaction ids keep counting
+//! (`idle_msecs`), and opened again for the next command. Transaction ids keep counting
 //! across connections, as Dovecot's client does.
 
 use std::collections::{HashMap, VecDeque};
@@ -179,7 +179,7 @@ pub(crate) struct Task {
     conn: Option<Conn>,
     pending: VecDeque<Pending>,
     txs: HashMap<TransactionId, TxState>,
-    /// A failed connect is not retried within the same wall-clock second (§1.1).
+    /// A failed connect is not retried within the same wall-clock second, as in Dovecot.
     connect_failure: Option<(u64, Error)>,
     /// Last time something happened: for the request timeout (oldest command sent, or last
     /// input) and the idle timeout.
@@ -305,7 +305,7 @@ impl Task {
             wbuf: BytesMut::with_capacity(512),
             codec: ClientCodec::new(self.settings.max_line),
         };
-        // No reply comes for the hello (§3); it leaves with the first command.
+        // No reply comes for the hello (protocol-spec §3); it leaves with the first command.
         let name = self.settings.dict_name.as_bytes();
         let hello = match self.settings.protocol {
             Protocol::V3 => Hello::v3(name),

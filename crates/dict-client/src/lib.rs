@@ -14,7 +14,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! What follows Dovecot's client (dict-protocol.md §1.4, §4.2, §4.3):
+//! What follows Dovecot's client (protocol-spec §5.1, §6):
 //! * URIs: `proxy:[idle_msecs=N:][warn_slow_msecs=N:][path]:name`, path relative to base_dir.
 //! * Replies are matched by async id (`*n`/`+n`) or, for plain lines, to the oldest pending
 //!   command, so servers answering in order without ids (hello minor 0) work too.
@@ -37,7 +37,7 @@ pub use error::{CommitResult, Error};
 pub use transaction::Transaction;
 pub use uri::ProxyUri;
 
-/// The protocol major the client speaks; a server accepts only its own (§3.2).
+/// The protocol major the client speaks; a server accepts only its own (protocol-spec §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Protocol {
     /// `H3\t2\t0\t\t<name>`: Dovecot 2.3.17 – 2.3.21.

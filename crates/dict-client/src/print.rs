@@ -1,5 +1,5 @@
-//! Output formatters that print exactly what `doveadm -f <formatter>` prints (dict-protocol.md
-//! §9.3; checked byte for byte against doveadm 2.3.19.1 by `tests/doveadm_compat.rs`).
+//! Output formatters that print exactly what `doveadm -f <formatter>` prints
+//! (checked byte for byte against doveadm 2.3.19.1 by `tests/doveadm_compat.rs`).
 //!
 //! Like doveadm's, a formatter gets column headers, then values one at a time, filling rows
 //! left to right, then a final [`Printer::flush`]. The quirks are doveadm's:

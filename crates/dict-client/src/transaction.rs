@@ -1,7 +1,7 @@
 //! Transactions. Major 3 streams them as Dovecot 2.3's client does: `B` lazily before the
 //! first change, each change sent at once, `C` at commit, `R` at rollback only if `B` went out
-//! (§4.2). Major 4 buffers everything and sends `B`…`C` as one batch at commit, nothing at
-//! rollback (§4.6).
+//! (protocol-spec §6). Major 4 buffers everything and sends `B`…`C` as one batch at commit, nothing at
+//! rollback (protocol-spec §6).
 
 use dict_protocol::{Request, TransactionId};
 use tokio::sync::oneshot;

@@ -1,4 +1,4 @@
-//! `proxy:` dict URIs as Dovecot 2.3 reads them (dict-protocol.md §1.2):
+//! `proxy:` dict URIs as Dovecot 2.3 reads them:
 //! `proxy:[idle_msecs=<n>:][warn_slow_msecs=<n>:][<path>]:<dict name>`.
 
 use std::path::{Path, PathBuf};

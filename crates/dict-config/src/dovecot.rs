@@ -1,5 +1,4 @@
-//! The parts of a Dovecot `dovecot.conf` that the dict server needs (dict-protocol.md
-//! §1.3, §7.1): the dicts, `base_dir`, and the listeners of `service dict` /
+//! The parts of a Dovecot `dovecot.conf` that the dict server needs: the dicts, `base_dir`, and the listeners of `service dict` /
 //! `service dict-async`. Everything else in the file is parsed and ignored.
 //!
 //! A 2.3 file names its dicts in `dict { name = uri }`; a file that sets

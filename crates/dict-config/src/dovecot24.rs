@@ -1,4 +1,4 @@
-//! Dovecot 2.4's dict server configuration (dict-protocol.md §6.3.6, §6.4.4, §7.1): the
+//! Dovecot 2.4's dict server configuration: the
 //! dicts of `dict_server { dict <name> { … } }`, read into the same [`DictEntry`]s as a 2.3
 //! `dict { }` block, so the backends never know which syntax was used.
 //!

@@ -4,7 +4,7 @@
 //! callers ([`crate::dovecot`], [`crate::sql_map`]). It accepts every setting name, so a
 //! full `dovecot.conf` with hundreds of settings we never look at still parses.
 //!
-//! Rules (dict-protocol.md §6.3.2):
+//! Rules (those of Dovecot's config reader):
 //! * one `key = value` per line, spaces and tabs around key and value trimmed;
 //! * `#` starts a comment, except inside quotes; a `#` glued to the text before it is
 //!   still a comment, but worth a warning because it is usually a mistake;

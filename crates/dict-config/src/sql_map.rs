@@ -1,4 +1,4 @@
-//! dict-sql map files (`dovecot-dict-sql.conf.ext`, dict-protocol.md §6.3.2): which SQL
+//! dict-sql map files (`dovecot-dict-sql.conf.ext`): which SQL
 //! table and columns each dict key pattern is stored in.
 //!
 //! Every check Dovecot 2.3 makes when it loads the file is made here too, so a map file
@@ -13,7 +13,7 @@ use crate::settings::{self, Node};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlMapFile {
     pub path: PathBuf,
-    /// Passed to the SQL driver unchanged; its meaning depends on the driver (§6.3.1).
+    /// Passed to the SQL driver unchanged; its meaning depends on the driver.
     pub connect: String,
     pub connect_origin: Origin,
     /// In file order: the first map whose pattern matches a key wins.

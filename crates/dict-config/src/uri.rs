@@ -1,5 +1,4 @@
-//! Dovecot 2.3 dict URIs (`dict { name = <uri> }`) for the drivers we serve
-//! (dict-protocol.md §6.3.1, §6.4.1, §7.1).
+//! Dovecot 2.3 dict URIs (`dict { name = <uri> }`) for the drivers we serve.
 
 use std::fmt;
 use std::path::PathBuf;

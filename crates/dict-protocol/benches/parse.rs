@@ -8,7 +8,8 @@
 //!
 //! Group `parse` reports bytes per second, group `parse_lines` lines per second.
 //! `requests_lines_only` splits the request buffer into lines without parsing them: the
-//! codec's share, a ceiling for the others.
+//! codec's share, a ceiling for the others. Group `parse_borrowed` parses the same traffic
+//! from lines borrowed straight from the buffer (no codec, no copy): the parser alone.
 
 use std::hint::black_box;
 
@@ -166,6 +167,42 @@ fn parse_replies(mut buf: BytesMut, kinds: &[ReplyKind]) -> usize {
     n
 }
 
+/// The lines of `buf`, borrowed (the parser's view when the caller owns the read buffer).
+fn borrowed_lines(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', buf).map(move |end| {
+        let line = &buf[start..end];
+        start = end + 1;
+        line
+    })
+}
+
+fn parse_requests_borrowed(buf: &[u8]) -> usize {
+    let mut n = 0;
+    for line in borrowed_lines(buf) {
+        black_box(Request::parse(line).unwrap());
+        n += 1;
+    }
+    n
+}
+
+fn parse_replies_borrowed(buf: &[u8], kinds: &[ReplyKind]) -> usize {
+    let mut n = 0;
+    for line in borrowed_lines(buf) {
+        match Frame::parse(line).unwrap() {
+            Frame::AsyncId(id) => {
+                black_box(id);
+            }
+            Frame::Reply { async_id, body } => {
+                let kind = kinds[async_id.unwrap() as usize];
+                black_box(Reply::parse(body, kind).unwrap());
+            }
+        }
+        n += 1;
+    }
+    n
+}
+
 fn bench(c: &mut Criterion) {
     let req = requests();
     let (rep, kinds) = replies();
@@ -213,6 +250,19 @@ fn bench(c: &mut Criterion) {
         });
         g.finish();
     }
+
+    assert_eq!(parse_requests_borrowed(&req.bytes) as u64, req.lines);
+    assert_eq!(parse_replies_borrowed(&rep.bytes, &kinds) as u64, rep.lines);
+    let mut g = c.benchmark_group("parse_borrowed");
+    g.throughput(Throughput::Bytes(req.bytes.len() as u64));
+    g.bench_function("requests", |b| {
+        b.iter(|| parse_requests_borrowed(&req.bytes))
+    });
+    g.throughput(Throughput::Bytes(rep.bytes.len() as u64));
+    g.bench_function("replies", |b| {
+        b.iter(|| parse_replies_borrowed(&rep.bytes, &kinds))
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

@@ -4,7 +4,7 @@
 use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::escape::find_byte;
+use crate::search::find_byte;
 use crate::{Hello, ReplyStyle, Request, ServerLine, MAX_LINE_LENGTH};
 
 /// Errors of the codecs.
@@ -134,17 +134,6 @@ impl Default for ServerCodec {
     }
 }
 
-impl Decoder for ServerCodec {
-    type Item = BytesMut;
-    type Error = CodecError;
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
-        self.lines.decode(buf)
-    }
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
-        self.lines.decode_eof(buf)
-    }
-}
-
 impl Encoder<&ServerLine<'_>> for ServerCodec {
     type Error = CodecError;
     fn encode(&mut self, line: &ServerLine<'_>, dst: &mut BytesMut) -> Result<(), CodecError> {
@@ -178,17 +167,6 @@ impl Default for ClientCodec {
     }
 }
 
-impl Decoder for ClientCodec {
-    type Item = BytesMut;
-    type Error = CodecError;
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
-        self.lines.decode(buf)
-    }
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
-        self.lines.decode_eof(buf)
-    }
-}
-
 impl Encoder<&Request<'_>> for ClientCodec {
     type Error = CodecError;
     fn encode(&mut self, req: &Request<'_>, dst: &mut BytesMut) -> Result<(), CodecError> {
@@ -204,6 +182,25 @@ impl Encoder<&Hello<'_>> for ClientCodec {
         Ok(())
     }
 }
+
+/// Both codecs read lines with their [`LineDecoder`].
+macro_rules! decode_lines {
+    ($codec:ty) => {
+        impl Decoder for $codec {
+            type Item = BytesMut;
+            type Error = CodecError;
+            fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
+                self.lines.decode(buf)
+            }
+            fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
+                self.lines.decode_eof(buf)
+            }
+        }
+    };
+}
+
+decode_lines!(ServerCodec);
+decode_lines!(ClientCodec);
 
 #[cfg(test)]
 mod tests {

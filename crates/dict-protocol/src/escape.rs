@@ -1,10 +1,13 @@
-//! Tab-escaping of fields (§2.2): 0x01, TAB, CR, LF and NUL travel as 0x01 plus a letter.
+//! Tab-escaping of fields (protocol-spec §2): 0x01, TAB, CR, LF and NUL travel as 0x01 plus
+//! a letter.
 //!
 //! Values are bytes, never `String`: invalid UTF-8 must survive a round trip.
 
 use std::borrow::Cow;
 
 use bytes::BufMut;
+
+use crate::search::find_byte;
 
 /// The escape byte.
 pub const ESCAPE: u8 = 0x01;
@@ -54,13 +57,13 @@ pub fn escape(src: &[u8]) -> Cow<'_, [u8]> {
 /// Reverses [`escape`]: `0x01 X` maps `0 1 t r n` back to their bytes, any other X to
 /// itself, and a lone trailing 0x01 is dropped (as Dovecot's unescaper does).
 pub fn unescape(src: &[u8]) -> Cow<'_, [u8]> {
-    let Some(first) = memchr::memchr(ESCAPE, src) else {
+    let Some(first) = find_byte(ESCAPE, src) else {
         return Cow::Borrowed(src);
     };
     let mut out = Vec::with_capacity(src.len());
     out.extend_from_slice(&src[..first]);
     let mut rest = &src[first..];
-    while let Some(pos) = memchr::memchr(ESCAPE, rest) {
+    while let Some(pos) = find_byte(ESCAPE, rest) {
         out.extend_from_slice(&rest[..pos]);
         match rest.get(pos + 1) {
             None => {
@@ -84,73 +87,11 @@ pub fn unescape(src: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-/// Below this length a search reads eight bytes at a time itself; memchr's call and setup
-/// cost more than that on the short fields and lines that make up most traffic.
-const SHORT: usize = 64;
-
-/// For each byte of `word` equal to `needle`, its high bit (exact: no false positives).
-#[inline]
-fn matches_in(word: u64, needle: u8) -> u64 {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let x = word ^ (0x0101_0101_0101_0101 * u64::from(needle));
-    !(((x & LOW7) + LOW7) | x | LOW7)
-}
-
-#[inline]
-fn word_at(haystack: &[u8], at: usize) -> u64 {
-    let mut w = [0; 8];
-    w.copy_from_slice(&haystack[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
-/// Where `needle` first is in `haystack`.
-#[inline]
-pub(crate) fn find_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
-    if haystack.len() >= SHORT {
-        return memchr::memchr(needle, haystack);
-    }
-    let mut at = 0;
-    while at + 8 <= haystack.len() {
-        let m = matches_in(word_at(haystack, at), needle);
-        if m != 0 {
-            return Some(at + m.trailing_zeros() as usize / 8);
-        }
-        at += 8;
-    }
-    haystack[at..]
-        .iter()
-        .position(|&b| b == needle)
-        .map(|p| at + p)
-}
-
-/// Where `needle` last is in `haystack`.
-#[inline]
-pub(crate) fn rfind_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
-    if haystack.len() >= SHORT {
-        return memchr::memrchr(needle, haystack);
-    }
-    let mut end = haystack.len();
-    while end >= 8 {
-        let m = matches_in(word_at(haystack, end - 8), needle);
-        if m != 0 {
-            return Some(end - 8 + 7 - m.leading_zeros() as usize / 8);
-        }
-        end -= 8;
-    }
-    haystack[..end].iter().rposition(|&b| b == needle)
-}
-
 /// The raw (still escaped) TAB-separated fields of `line`. An empty line has zero fields.
 pub fn split_raw(line: &[u8]) -> RawFields<'_> {
     RawFields {
         rest: if line.is_empty() { None } else { Some(line) },
     }
-}
-
-/// The raw fields of what follows a TAB: there is at least one field, so an empty `rest` is
-/// one empty field (unlike [`split_raw`] of an empty line).
-pub(crate) fn split_raw_after_tab(rest: &[u8]) -> RawFields<'_> {
-    RawFields { rest: Some(rest) }
 }
 
 /// Iterator over the raw fields of a line; see [`split_raw`].
@@ -215,30 +156,6 @@ mod tests {
         assert_eq!(&*unescape(b"a\x01xb"), b"axb");
         assert_eq!(&*unescape(b"ab\x01"), b"ab");
         assert_eq!(&*unescape(b"\x01"), b"");
-    }
-
-    #[test]
-    fn short_searches_agree_with_memchr() {
-        let hay: Vec<u8> = (0..70u8)
-            .map(|i| [b'a', b'\t', 0x80, 0x01, 0xff][usize::from(i) % 5 * usize::from(i % 3 == 0)])
-            .collect();
-        for len in 0..hay.len() {
-            for start in 0..len.min(9) {
-                let h = &hay[start..len];
-                for needle in [b'\t', 0x01, 0x80, 0xff, b'a', b'z', 0x00] {
-                    assert_eq!(
-                        find_byte(needle, h),
-                        memchr::memchr(needle, h),
-                        "{needle} in {h:?}"
-                    );
-                    assert_eq!(
-                        rfind_byte(needle, h),
-                        memchr::memrchr(needle, h),
-                        "{needle} in {h:?}"
-                    );
-                }
-            }
-        }
     }
 
     #[test]

@@ -1,10 +1,14 @@
-//! The handshake line (§3) and the reply style it selects (§3.3).
+//! The handshake line and the reply style it selects (protocol-spec §3).
 
 use std::borrow::Cow;
 
 use bytes::BufMut;
 
-use crate::escape::{escape_into, split_raw, unescape};
+use nom::bytes::complete::tag;
+use nom::Parser;
+
+use crate::escape::{escape_into, unescape};
+use crate::fields::{first_field, next_field};
 use crate::number::{parse_u32, push_u64};
 use crate::ProtocolError;
 
@@ -53,20 +57,18 @@ impl<'a> Hello<'a> {
     /// at least five fields, major 3 or 4, numeric minor, and for major 3 a value type
     /// below 2. Fields after the fifth are ignored.
     pub fn parse(line: &'a [u8]) -> Result<Self, ProtocolError> {
-        if line.first() != Some(&b'H') {
-            return Err(ProtocolError::NotHello);
-        }
-        let mut fields = split_raw(&line[1..]);
-        let mut next = || fields.next();
-        let (Some(major), Some(minor), Some(value_type), Some(username), Some(dict_name)) =
-            (next(), next(), next(), next(), next())
-        else {
-            return Err(ProtocolError::FieldCount {
-                command: "HELLO",
-                expected: "at least 5",
-                got: split_raw(&line[1..]).count(),
-            });
-        };
+        let (fields, _) = tag(&b"H"[..])
+            .parse(line)
+            .map_err(|_: nom::Err<()>| ProtocolError::NotHello)?;
+        // The major is glued to the `H`; fields after the fifth are ignored.
+        let (_, (major, minor, value_type, username, dict_name)) =
+            (first_field, next_field, next_field, next_field, next_field)
+                .parse(fields)
+                .map_err(|_| ProtocolError::FieldCount {
+                    command: "HELLO",
+                    expected: "at least 5",
+                    got: crate::fields::count(fields),
+                })?;
         let bad = |field| ProtocolError::BadNumber {
             command: "HELLO",
             field,

@@ -6,10 +6,13 @@
 
 mod error;
 pub mod escape;
+mod fields;
 mod hello;
+pub mod namespace;
 mod number;
 mod reply;
 mod request;
+mod search;
 
 #[cfg(feature = "codec")]
 pub mod codec;

@@ -3,27 +3,35 @@
 
 use bytes::BufMut;
 use nom::bytes::complete::tag;
-use nom::character::complete::digit1;
 use nom::combinator::{all_consuming, map_opt, opt};
 use nom::{IResult, Parser};
 
-/// ASCII digits as a u64; `None` on overflow.
-fn decimal_u64(input: &[u8]) -> IResult<&[u8], u64, ()> {
-    map_opt(digit1, |digits: &[u8]| {
-        let digit = |d: &u8| u64::from(d - b'0');
-        if digits.len() <= 19 {
-            // Up to 19 digits always fit: no need to check every step.
-            Some(digits.iter().fold(0, |n, d| n * 10 + digit(d)))
-        } else {
-            digits
-                .iter()
-                .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(digit(d)))
+/// ASCII digits as a u64; fails on overflow. One pass: each digit is checked and added.
+pub(crate) fn decimal_u64(input: &[u8]) -> IResult<&[u8], u64, ()> {
+    let mut n: u64 = 0;
+    let mut len = 0;
+    for &b in input {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
         }
-    })
-    .parse(input)
+        n = if len < 19 {
+            // Up to 19 digits always fit: no need to check every step.
+            n * 10 + u64::from(digit)
+        } else {
+            n.checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(digit)))
+                .ok_or(nom::Err::Error(()))?
+        };
+        len += 1;
+    }
+    if len == 0 {
+        return Err(nom::Err::Error(()));
+    }
+    Ok((&input[len..], n))
 }
 
-fn decimal_u32(input: &[u8]) -> IResult<&[u8], u32, ()> {
+pub(crate) fn decimal_u32(input: &[u8]) -> IResult<&[u8], u32, ()> {
     map_opt(decimal_u64, |n| u32::try_from(n).ok()).parse(input)
 }
 

@@ -1,16 +1,22 @@
-//! Server → client lines (§4.3, §4.4): the `*<n>` async id, and replies with their optional
-//! `+<n>\t` prefix and four timing fields.
+//! Server → client lines (protocol-spec §5): the `*<n>` async id, and replies with their
+//! optional `+<n>\t` prefix and four timing fields, read with nom parsers.
 
 use std::borrow::Cow;
 
 use bytes::BufMut;
 
-use crate::escape::{
-    escape_into, find_byte, join_escaped, rfind_byte, split_raw, split_raw_after_tab, unescape,
-};
+use nom::combinator::{all_consuming, map};
+use nom::multi::many1;
+use nom::number::complete::u8;
+use nom::sequence::{preceded, terminated};
+use nom::Parser;
+
+use crate::escape::{escape_into, join_escaped, split_raw, unescape};
+use crate::fields::{field, next_field, optional_field, tab, Parsed};
 use crate::hello::ReplyStyle;
-use crate::number::{parse_u32, parse_u64, push_u64};
+use crate::number::{decimal_u32, decimal_u64, parse_u32, push_u64};
 use crate::request::TransactionId;
+use crate::search::rfind_byte;
 use crate::ProtocolError;
 
 /// Wall-clock start (command read) and end (reply made) of a command, sent after final replies.
@@ -176,69 +182,11 @@ impl Reply<'_> {
         } else {
             split_timings(body, own_fields)
         };
-        // The first field, and what follows its TAB (None: it was the only field).
-        let (first, more) = match find_byte(b'\t', own) {
-            Some(tab) => (&own[..tab], Some(&own[tab + 1..])),
-            None => (own, None),
-        };
         let reply = match kind {
-            ReplyKind::Lookup => Reply::Lookup(match first.split_first() {
-                Some((b'O', v)) => LookupReply::Found(vec![unescape(v)]),
-                Some((b'M', v)) => LookupReply::Found(
-                    split_raw(&unescape(v))
-                        .map(|f| Cow::Owned(unescape(f).into_owned()))
-                        .collect(),
-                ),
-                Some((b'N', _)) => LookupReply::NotFound,
-                Some((b'F', e)) => LookupReply::Failed(unescape(e)),
-                _ => return Err(ProtocolError::BadReply("unknown lookup reply")),
-            }),
-            ReplyKind::Iterate => match first.split_first() {
-                None => Reply::IterEnd,
-                Some((b'O', key)) => {
-                    let Some(values) = more else {
-                        return Err(ProtocolError::BadReply("iterate row without a value field"));
-                    };
-                    Reply::IterRow {
-                        key: unescape(key),
-                        values: split_raw_after_tab(values).map(unescape).collect(),
-                    }
-                }
-                // The error is sent raw, TABs and all: everything before the timings.
-                Some((b'F', _)) => Reply::IterFailed(Cow::Borrowed(&own[1..])),
-                _ => return Err(ProtocolError::BadReply("unknown iterate reply")),
-            },
-            ReplyKind::Commit | ReplyKind::CommitAsync => {
-                let (is_async, rest) = match (kind, first.split_first()) {
-                    (ReplyKind::CommitAsync, Some((b'A', rest))) => (true, rest),
-                    (ReplyKind::CommitAsync, _) => {
-                        return Err(ProtocolError::BadReply("async commit reply without A"))
-                    }
-                    _ => (false, first),
-                };
-                let (&letter, id) = rest
-                    .split_first()
-                    .ok_or(ProtocolError::BadReply("empty commit reply"))?;
-                let err = || {
-                    more.map(|m| unescape(split_raw_after_tab(m).next().unwrap_or_default()))
-                        .unwrap_or_default()
-                };
-                let result = match letter {
-                    b'O' => CommitReply::Ok,
-                    b'N' => CommitReply::NotFound,
-                    b'F' => CommitReply::Failed(err()),
-                    b'W' => CommitReply::WriteUncertain(err()),
-                    _ => return Err(ProtocolError::BadReply("unknown commit reply")),
-                };
-                let id = parse_u32(id).ok_or(ProtocolError::BadReply(
-                    "commit reply without transaction id",
-                ))?;
-                Reply::Commit {
-                    id,
-                    result,
-                    is_async,
-                }
-            }
+            ReplyKind::Lookup => Reply::Lookup(lookup(own)?),
+            ReplyKind::Iterate => iterate(own)?,
+            ReplyKind::Commit => commit(own, false)?,
+            ReplyKind::CommitAsync => commit(own, true)?,
         };
         Ok((reply, timings))
     }
@@ -278,43 +226,121 @@ impl Reply<'_> {
     }
 }
 
+/// The first field of a reply: its letter and the rest of the field. Fields after it are
+/// ignored, as Dovecot's client ignores them.
+fn letter(own: &[u8]) -> Parsed<'_, (u8, &[u8])> {
+    (u8, field).parse(own)
+}
+
+/// `O<value>`, `M<values>`, `N` or `F<error>`.
+fn lookup(own: &[u8]) -> Result<LookupReply<'_>, ProtocolError> {
+    Ok(match letter(own) {
+        Ok((_, (b'O', v))) => LookupReply::Found(vec![unescape(v)]),
+        // The values were escaped and joined, then escaped again as one field.
+        Ok((_, (b'M', v))) => LookupReply::Found(
+            split_raw(&unescape(v))
+                .map(|f| Cow::Owned(unescape(f).into_owned()))
+                .collect(),
+        ),
+        Ok((_, (b'N', _))) => LookupReply::NotFound,
+        Ok((_, (b'F', e))) => LookupReply::Failed(unescape(e)),
+        _ => return Err(ProtocolError::BadReply("unknown lookup reply")),
+    })
+}
+
+/// A row `O<key>\t<value>…` (at least one value field), the end (an empty first field), or
+/// `F<error>` with the error sent raw, TABs and all.
+fn iterate(own: &[u8]) -> Result<Reply<'_>, ProtocolError> {
+    match own.first() {
+        None | Some(b'\t') => Ok(Reply::IterEnd),
+        Some(b'O') => {
+            let mut row = (u8, field, many1(map(next_field, unescape)));
+            match row.parse(own) {
+                Ok((_, (_, key, values))) => Ok(Reply::IterRow {
+                    key: unescape(key),
+                    values,
+                }),
+                Err(_) => Err(ProtocolError::BadReply("iterate row without a value field")),
+            }
+        }
+        Some(b'F') => Ok(Reply::IterFailed(Cow::Borrowed(&own[1..]))),
+        _ => Err(ProtocolError::BadReply("unknown iterate reply")),
+    }
+}
+
+/// `[A]<letter><id>[\t<error>]`: the `A` answers `D`, and only `D`.
+fn commit(own: &[u8], is_async: bool) -> Result<Reply<'_>, ProtocolError> {
+    let Ok((_, (first, error))) = (field, optional_field).parse(own) else {
+        return Err(ProtocolError::BadReply("empty commit reply"));
+    };
+    let rest = match (is_async, first.strip_prefix(b"A")) {
+        (true, Some(rest)) => rest,
+        (false, None) => first,
+        (true, None) => return Err(ProtocolError::BadReply("async commit reply without A")),
+        // Without `D` an `A` is the reply letter, and an unknown one.
+        (false, Some(_)) => return Err(ProtocolError::BadReply("unknown commit reply")),
+    };
+    let (id, letter) =
+        u8::<_, ()>(rest).map_err(|_| ProtocolError::BadReply("empty commit reply"))?;
+    let error = || error.map(unescape).unwrap_or_default();
+    let result = match letter {
+        b'O' => CommitReply::Ok,
+        b'N' => CommitReply::NotFound,
+        b'F' => CommitReply::Failed(error()),
+        b'W' => CommitReply::WriteUncertain(error()),
+        _ => return Err(ProtocolError::BadReply("unknown commit reply")),
+    };
+    let id = parse_u32(id).ok_or(ProtocolError::BadReply(
+        "commit reply without transaction id",
+    ))?;
+    Ok(Reply::Commit {
+        id,
+        result,
+        is_async,
+    })
+}
+
+/// The four timing fields, each after its TAB: start seconds and microseconds, end seconds
+/// and microseconds.
+fn timings(tail: &[u8]) -> Parsed<'_, Timings> {
+    map(
+        all_consuming((
+            preceded(tab, decimal_u64),
+            preceded(tab, decimal_u32),
+            preceded(tab, decimal_u64),
+            preceded(tab, decimal_u32),
+        )),
+        |(start_secs, start_usecs, end_secs, end_usecs)| Timings {
+            start_secs,
+            start_usecs,
+            end_secs,
+            end_usecs,
+        },
+    )
+    .parse(tail)
+}
+
 /// Splits four trailing timing fields off a final reply body whose own fields number at
 /// least `own_fields`. The reply's own fields are escaped (TAB-free), except an iteration
-/// error, which is why the count is only a minimum. Fields that do not parse as timings are
-/// left in the body.
+/// error, which is why the count is only a minimum, and why the split starts from the end.
+/// Fields that do not parse as timings are left in the body.
 fn split_timings(body: &[u8], own_fields: usize) -> (&[u8], Option<Timings>) {
-    // The positions of the last four TABs.
-    let mut tabs = [0; 4];
-    let mut end = body.len();
-    for slot in tabs.iter_mut().rev() {
-        match rfind_byte(b'\t', &body[..end]) {
-            Some(tab) => *slot = tab,
+    // The fourth TAB from the end.
+    let mut start = body.len();
+    for _ in 0..4 {
+        match rfind_byte(b'\t', &body[..start]) {
+            Some(tab) => start = tab,
             None => return (body, None),
         }
-        end = *slot;
     }
-    let [t0, t1, t2, t3] = tabs;
-    let own = &body[..t0];
+    let (own, tail) = body.split_at(start);
     // `own` holds own_fields - 1 TABs at least (an empty `own` is one empty field).
     if memchr::memchr_iter(b'\t', own).take(own_fields - 1).count() < own_fields - 1 {
         return (body, None);
     }
-    match (
-        parse_u64(&body[t0 + 1..t1]),
-        parse_u32(&body[t1 + 1..t2]),
-        parse_u64(&body[t2 + 1..t3]),
-        parse_u32(&body[t3 + 1..]),
-    ) {
-        (Some(start_secs), Some(start_usecs), Some(end_secs), Some(end_usecs)) => (
-            own,
-            Some(Timings {
-                start_secs,
-                start_usecs,
-                end_secs,
-                end_usecs,
-            }),
-        ),
-        _ => (body, None),
+    match timings(tail) {
+        Ok((_, t)) => (own, Some(t)),
+        Err(_) => (body, None),
     }
 }
 
@@ -384,17 +410,18 @@ impl<'a> Frame<'a> {
     /// Splits the framing off a server line (without its LF).
     pub fn parse(line: &'a [u8]) -> Result<Self, ProtocolError> {
         match line.split_first() {
-            Some((b'*', n)) => parse_u32(n)
-                .map(Frame::AsyncId)
-                .ok_or(ProtocolError::BadReply("invalid async id")),
+            Some((b'*', n)) => all_consuming(decimal_u32)
+                .parse(n)
+                .map(|(_, n)| Frame::AsyncId(n))
+                .map_err(|_| ProtocolError::BadReply("invalid async id")),
             Some((b'+', rest)) => {
-                let tab = find_byte(b'\t', rest)
-                    .ok_or(ProtocolError::BadReply("async reply without TAB"))?;
-                let n = parse_u32(&rest[..tab])
-                    .ok_or(ProtocolError::BadReply("invalid async reply id"))?;
+                let (body, n) = terminated(field, tab)
+                    .parse(rest)
+                    .map_err(|_| ProtocolError::BadReply("async reply without TAB"))?;
+                let n = parse_u32(n).ok_or(ProtocolError::BadReply("invalid async reply id"))?;
                 Ok(Frame::Reply {
                     async_id: Some(n),
-                    body: &rest[tab + 1..],
+                    body,
                 })
             }
             _ => Ok(Frame::Reply {

@@ -1,4 +1,5 @@
-//! Client → server commands (§4.1). One letter, then TAB-separated escaped fields.
+//! Client → server commands (protocol-spec §4). One letter, then TAB-separated escaped
+//! fields, whose shape each command gives as a nom parser.
 
 use std::borrow::Cow;
 
@@ -6,8 +7,13 @@ use bytes::BufMut;
 
 use bitflags::bitflags;
 
-use crate::escape::{escape_into, find_byte, split_raw, unescape, RawFields, ESCAPE};
+use nom::combinator::{all_consuming as exactly, opt};
+use nom::Parser;
+
+use crate::escape::{escape_into, unescape, ESCAPE};
+use crate::fields::{self, first_field, next_field, optional_field};
 use crate::number::{parse_i64, parse_u32, parse_u64, push_i64, push_u64};
+use crate::search::find_byte;
 use crate::ProtocolError;
 
 /// A client's transaction id: chosen by the client, scoped to the connection.
@@ -86,11 +92,11 @@ pub enum Request<'a> {
     HideLogValues { id: TransactionId, hide: bool },
 }
 
-/// The fields after the command letter, split once and unescaped on demand.
+/// The fields after the command letter: their shape is checked first, with a nom parser,
+/// then each raw field is unescaped and read.
 struct Args<'a> {
     command: &'static str,
     raw: &'a [u8],
-    fields: RawFields<'a>,
     /// No escape byte anywhere in the line, so every field is borrowed as it is.
     plain: bool,
 }
@@ -101,16 +107,24 @@ impl<'a> Args<'a> {
         Args {
             command,
             raw,
-            fields: split_raw(raw),
             plain: find_byte(ESCAPE, raw).is_none(),
         }
     }
-    /// Only on the error path: the number of fields, for the message.
-    fn wrong_count(&self, expected: &'static str) -> ProtocolError {
-        ProtocolError::FieldCount {
-            command: self.command,
-            expected,
-            got: split_raw(self.raw).count(),
+    /// The raw fields, if they have the `shape` the command's nom parser describes. Dovecot
+    /// checks the count before it reads any field, so a wrong shape is a wrong field count.
+    #[inline]
+    fn shape<O>(
+        &self,
+        expected: &'static str,
+        mut shape: impl Parser<&'a [u8], Output = O, Error = ()>,
+    ) -> Result<O, ProtocolError> {
+        match shape.parse(self.raw) {
+            Ok((_, out)) => Ok(out),
+            Err(_) => Err(ProtocolError::FieldCount {
+                command: self.command,
+                expected,
+                got: fields::count(self.raw),
+            }),
         }
     }
     #[inline]
@@ -120,41 +134,6 @@ impl<'a> Args<'a> {
         } else {
             unescape(raw)
         }
-    }
-    /// Exactly `N` fields, still escaped.
-    #[inline]
-    fn exactly<const N: usize>(
-        &mut self,
-        expected: &'static str,
-    ) -> Result<[&'a [u8]; N], ProtocolError> {
-        let mut out = [&b""[..]; N];
-        for slot in &mut out {
-            *slot = self
-                .fields
-                .next()
-                .ok_or_else(|| self.wrong_count(expected))?;
-        }
-        if self.fields.next().is_some() {
-            return Err(self.wrong_count(expected));
-        }
-        Ok(out)
-    }
-    #[inline]
-    fn required(&mut self, expected: &'static str) -> Result<&'a [u8], ProtocolError> {
-        match self.fields.next() {
-            Some(f) => Ok(f),
-            None => Err(self.wrong_count(expected)),
-        }
-    }
-    #[inline]
-    fn bytes(&mut self, expected: &'static str) -> Result<Cow<'a, [u8]>, ProtocolError> {
-        let raw = self.required(expected)?;
-        Ok(self.unescape(raw))
-    }
-    #[inline]
-    fn optional(&mut self) -> Option<Cow<'a, [u8]>> {
-        let raw = self.fields.next()?;
-        Some(self.unescape(raw))
     }
     #[inline]
     fn number<T>(
@@ -172,11 +151,11 @@ impl<'a> Args<'a> {
     fn id(&self, raw: &'a [u8]) -> Result<TransactionId, ProtocolError> {
         self.number(raw, "transaction id", parse_u32)
     }
-    /// C, D and R: the first field is the id.
+    /// C, D and R: the first field is the id; fields after it are ignored, as Dovecot does.
     #[inline]
     fn single_id(command: &'static str, raw: &'a [u8]) -> Result<TransactionId, ProtocolError> {
-        let mut a = Args::new(command, raw);
-        let id = a.required("1")?;
+        let a = Args::new(command, raw);
+        let id = a.shape("1", first_field)?;
         a.id(id)
     }
 }
@@ -200,37 +179,45 @@ impl<'a> Request<'a> {
         let (&letter, rest) = line.split_first().ok_or(ProtocolError::EmptyLine)?;
         Ok(match letter {
             b'L' => {
-                let mut a = Args::new("LOOKUP", rest);
+                let a = Args::new("LOOKUP", rest);
+                let (key, username) = a.shape("at least 1", (first_field, optional_field))?;
                 Request::Lookup {
-                    key: a.bytes("at least 1")?,
-                    username: a.optional(),
+                    key: a.unescape(key),
+                    username: username.map(|u| a.unescape(u)),
                 }
             }
             b'I' => {
-                let mut a = Args::new("ITERATE", rest);
+                let a = Args::new("ITERATE", rest);
                 // All three fields must be there before any of them is read.
-                let [flags, max_rows, path] = [
-                    a.required("at least 3")?,
-                    a.required("at least 3")?,
-                    a.required("at least 3")?,
-                ];
+                let (flags, max_rows, path, username) = a.shape(
+                    "at least 3",
+                    (first_field, next_field, next_field, optional_field),
+                )?;
                 let flags = IterateFlags::from_bits_retain(a.number(flags, "flags", parse_u32)?);
                 let max_rows = a.number(max_rows, "max_rows", parse_u64)?;
                 Request::Iterate {
                     flags,
                     max_rows,
                     path: a.unescape(path),
-                    username: a.optional(),
+                    username: username.map(|u| a.unescape(u)),
                 }
             }
             b'B' => {
-                let mut a = Args::new("BEGIN", rest);
-                let id = a.required("at least 1")?;
+                let a = Args::new("BEGIN", rest);
+                let (id, more) = a.shape(
+                    "at least 1",
+                    (first_field, opt((next_field, optional_field))),
+                )?;
                 let id = a.id(id)?;
-                let username = a.optional();
-                let expire_secs = match a.fields.next() {
-                    None => None,
-                    Some(f) => Some(a.number(f, "expire_secs", parse_u32)?),
+                let (username, expire_secs) = match more {
+                    None => (None, None),
+                    Some((username, expire_secs)) => (
+                        Some(a.unescape(username)),
+                        match expire_secs {
+                            None => None,
+                            Some(f) => Some(a.number(f, "expire_secs", parse_u32)?),
+                        },
+                    ),
                 };
                 Request::Begin {
                     id,
@@ -238,7 +225,6 @@ impl<'a> Request<'a> {
                     expire_secs,
                 }
             }
-            // Fields after the id are ignored, as Dovecot does.
             b'C' => Request::Commit {
                 id: Args::single_id("COMMIT", rest)?,
             },
@@ -249,8 +235,9 @@ impl<'a> Request<'a> {
                 id: Args::single_id("ROLLBACK", rest)?,
             },
             b'S' => {
-                let mut a = Args::new("SET", rest);
-                let [id, key, value] = a.exactly("3")?;
+                let a = Args::new("SET", rest);
+                let (id, key, value) =
+                    a.shape("3", exactly((first_field, next_field, next_field)))?;
                 Request::Set {
                     id: a.id(id)?,
                     key: a.unescape(key),
@@ -258,16 +245,17 @@ impl<'a> Request<'a> {
                 }
             }
             b'U' => {
-                let mut a = Args::new("UNSET", rest);
-                let [id, key] = a.exactly("2")?;
+                let a = Args::new("UNSET", rest);
+                let (id, key) = a.shape("2", exactly((first_field, next_field)))?;
                 Request::Unset {
                     id: a.id(id)?,
                     key: a.unescape(key),
                 }
             }
             b'A' => {
-                let mut a = Args::new("ATOMIC_INC", rest);
-                let [id, key, diff] = a.exactly("3")?;
+                let a = Args::new("ATOMIC_INC", rest);
+                let (id, key, diff) =
+                    a.shape("3", exactly((first_field, next_field, next_field)))?;
                 let id = a.id(id)?;
                 Request::AtomicInc {
                     id,
@@ -276,8 +264,9 @@ impl<'a> Request<'a> {
                 }
             }
             b'T' => {
-                let mut a = Args::new("TIMESTAMP", rest);
-                let [id, secs, nsecs] = a.exactly("3")?;
+                let a = Args::new("TIMESTAMP", rest);
+                let (id, secs, nsecs) =
+                    a.shape("3", exactly((first_field, next_field, next_field)))?;
                 let id = a.id(id)?;
                 let secs = a.number(secs, "seconds", parse_i64)?;
                 Request::Timestamp {
@@ -287,8 +276,8 @@ impl<'a> Request<'a> {
                 }
             }
             b'V' => {
-                let mut a = Args::new("HIDE_LOG_VALUES", rest);
-                let [id, hide] = a.exactly("2")?;
+                let a = Args::new("HIDE_LOG_VALUES", rest);
+                let (id, hide) = a.shape("2", exactly((first_field, next_field)))?;
                 let id = a.id(id)?;
                 let hide = parse_bool(&a.unescape(hide)).ok_or(ProtocolError::BadBool {
                     command: "HIDE_LOG_VALUES",

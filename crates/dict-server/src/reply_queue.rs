@@ -1,5 +1,5 @@
 //! Replies still being produced on one connection, in the order the reply style demands:
-//! strictly in command order for minor 0, as they complete otherwise (§3.3, §4.5).
+//! strictly in command order for minor 0, as they complete otherwise (protocol-spec §3, §5.4).
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll};

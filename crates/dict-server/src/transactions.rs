@@ -44,7 +44,7 @@ pub enum KeyError {
     NoUsername(String),
 }
 
-/// Checks a key (or iterate path) against the rules of §5.
+/// Checks a key (or iterate path) against the namespace rule (protocol-spec §4, §9).
 pub fn check_key(key: &[u8], username: &[u8]) -> Result<(), KeyError> {
     match key_namespace(key) {
         None => Err(KeyError::BadPrefix(

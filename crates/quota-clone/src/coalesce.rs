@@ -1,4 +1,4 @@
-//! Coalescing of rapid updates per user, like the plugin's timer (§8.1): the first change
+//! Coalescing of rapid updates per user, like the plugin's timer: the first change
 //! starts a timer; when it fires, the latest usage is written; it keeps firing every
 //! interval while changes keep coming, and stops after a tick with nothing new. A failed
 //! write keeps the usage pending, so the next tick retries it (unless newer usage arrived).

@@ -1,6 +1,6 @@
-//! Writes users' quota usage to a dict server exactly as Dovecot's `quota_clone` plugin does
-//! (dict-protocol.md §8.1): one transaction per user, setting `priv/quota/storage` (bytes)
-//! and `priv/quota/messages`, with the user as the transaction's username:
+//! Writes users' quota usage to a dict server exactly as Dovecot's `quota_clone` plugin does:
+//! one transaction per user, setting `priv/quota/storage` (bytes) and
+//! `priv/quota/messages`, with the user as the transaction's username:
 //!
 //! ```text
 //! H3\t2\t0\t\t<name>\nB1\t<user>\nS1\tpriv/quota/storage\t<bytes>\nS1\tpriv/quota/messages\t<n>\nC1\n
@@ -97,7 +97,7 @@ impl QuotaClone {
     /// `U storage`, `S storage`, `U messages`, `S messages`. With dict-sql both keys usually
     /// live in one row, an unset deletes the whole row, and an unset first flushes the sets
     /// buffered before it. In 2.4's order the second `U` therefore inserts the row with the
-    /// new storage value and then deletes it, leaving only the message count (§8.2). Doing
+    /// new storage value and then deletes it, leaving only the message count (protocol-spec, SQL dict notes). Doing
     /// both deletes first and both sets after leaves both values right on every backend, and
     /// lets dict-sql merge the two sets into one INSERT.
     pub fn with_unset(mut self, unset: bool) -> QuotaClone {

@@ -1,5 +1,5 @@
 //! quota-clone: the exact bytes on the wire (compared with what Dovecot's plugin sends,
-//! dict-protocol.md §8.1), the unset order, coalescing, and the CLI's sync summary.
+//! byte for byte), the unset order, coalescing, and the CLI's sync summary.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -117,7 +117,7 @@ async fn wire_bytes_equal_the_dovecot_plugin() {
     )
     .await
     .unwrap();
-    // Observed from Dovecot 2.3.19.1's quota_clone (§8.1).
+    // Observed from Dovecot 2.3.19.1's quota_clone.
     let plugin =
         b"H3\t2\t0\t\tsq\nB1\tqc1\nS1\tpriv/quota/storage\t38\nS1\tpriv/quota/messages\t1\nC1\n";
     assert_eq!(captured(&c).await, [plugin.to_vec()]);

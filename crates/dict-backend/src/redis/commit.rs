@@ -1,4 +1,4 @@
-//! A dict transaction as one `MULTI … EXEC` (dict-protocol.md §6.4.3): `SET`, `DEL` and
+//! A dict transaction as one `MULTI … EXEC`, as Dovecot's dict-redis sends it: `SET`, `DEL` and
 //! `INCRBY` in the client's order, each `SET`/`INCRBY` followed by `EXPIRE` when the dict or
 //! the transaction has an expiry.
 //!

@@ -1,4 +1,4 @@
-//! Dict keys as Redis keys, exactly as Dovecot lays them out (dict-protocol.md §5, §6.4.2):
+//! Dict keys as Redis keys, exactly as Dovecot lays them out (namespaces: protocol-spec §4):
 //! `shared/<rest>` is `<prefix><rest>` and `priv/<rest>` is `<prefix><user>/<rest>`, the
 //! username escaped only when it contains `/`. Also the way back, for iteration, and the
 //! SCAN pattern of an iteration path.

@@ -1,4 +1,4 @@
-//! The Redis dict (dict-protocol.md §6.4), key-compatible with Dovecot's `dict-redis`: the
+//! The Redis dict (protocol-spec §9 for where it differs), key-compatible with Dovecot's `dict-redis`: the
 //! same Redis keys ([`keys`]), `GET` for lookups, one `MULTI … EXEC` per commit
 //! ([`commit`]), `AUTH` and `SELECT` on every connect ([`conn`]).
 //!

@@ -1,5 +1,5 @@
 //! A dict transaction turned into the statements of one SQL transaction
-//! (dict-protocol.md §6.3.4 Set/Unset/Atomic increment, §6.3.5).
+//! (protocol-spec, SQL dict notes).
 //!
 //! As in Dovecot, changes keep their order; consecutive sets of the same row (same table,
 //! namespace, username column, key columns and key values) become one INSERT, consecutive
@@ -10,7 +10,7 @@
 //! * An unset of a key that a later set in the same transaction writes again (with no
 //!   increment of that key between them) is dropped. Dovecot 2.4's quota_clone_unset sends
 //!   `U storage, S storage, U messages, S messages`; Dovecot's own dict-sql then deletes the
-//!   row after writing storage and loses it (§8.2). Here both values end up written. The
+//!   row after writing storage and loses it (protocol-spec, SQL dict notes). Here both values end up written. The
 //!   price: other columns of that row keep their values instead of being reset.
 //! * Setting (or incrementing) the same column twice in one merged statement keeps the last
 //!   value (adds the increments) instead of naming the column twice, which the databases

@@ -1,4 +1,4 @@
-//! The map file's `connect` string (dict-protocol.md §6.3.1), read the way each of
+//! The map file's `connect` string, read the way each of
 //! Dovecot's SQL drivers reads it, and turned into sqlx connect options.
 //!
 //! * SQLite: the whole value is the database file.

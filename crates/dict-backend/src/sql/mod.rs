@@ -1,4 +1,4 @@
-//! The SQL dict (dict-protocol.md §6.3): Dovecot's dict-sql over SQLite, MySQL/MariaDB and
+//! The SQL dict (protocol-spec, SQL dict notes): Dovecot's dict-sql over SQLite, MySQL/MariaDB and
 //! PostgreSQL, with every key part and value bound as a parameter.
 //!
 //! * [`pattern`]: matching keys and iteration paths against map patterns.
@@ -326,7 +326,7 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// A cell as dict text (§6.3.4 "Result handling"): numbers in decimal, hexblob columns as
+/// A cell as dict text, as Dovecot's dict-sql reads it: numbers in decimal, hexblob columns as
 /// lowercase hex; `None` for NULL.
 fn cell_text(cell: Cell, ty: ValueType) -> Option<Vec<u8>> {
     let bytes = match cell {

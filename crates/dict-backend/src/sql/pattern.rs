@@ -1,5 +1,5 @@
-//! Matching dict keys and iteration paths against a map's pattern (dict-protocol.md §6.3.3,
-//! §6.3.4 "Iterate"). Patterns are the normalised form: every variable is a bare `$`.
+//! Matching dict keys and iteration paths against a map's pattern, as Dovecot's dict-sql
+//! does. Patterns are the normalised form: every variable is a bare `$`.
 
 /// `$`: one variable of a normalised pattern.
 const VAR: u8 = b'$';
@@ -78,7 +78,7 @@ impl PathMatch<'_> {
     }
 }
 
-/// Partial matching of an iteration path (§6.3.4):
+/// Partial matching of an iteration path:
 ///
 /// * the path may end early, at a `/` boundary of the pattern or inside a non-final
 ///   variable (which then takes the rest of the path);

@@ -1,4 +1,4 @@
-//! Statement building (dict-protocol.md §6.3.4): the SQL text of each statement shape,
+//! Statement building: the SQL text of each statement shape,
 //! built once per map and shape and cached, and the parameters that go with it, in the
 //! same order as the placeholders.
 
@@ -76,7 +76,7 @@ fn parse_hex(s: &[u8]) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// A dict-side string checked and converted for a column of type `ty` (§6.3.3). `field`
+/// A dict-side string checked and converted for a column of type `ty`. `field`
 /// names the column in the error text (`value` for values, as Dovecot says).
 pub(crate) fn typed_param(
     map: &SqlMap,
@@ -148,7 +148,7 @@ pub(crate) fn find_map<'k>(maps: &[SqlMap], key: &'k [u8]) -> Option<(usize, Vec
     })
 }
 
-/// Which rows an iteration selects (§6.3.4).
+/// Which rows an iteration selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum IterMode {
     /// All variables bound: `F1 = P … Fn = P`.

@@ -1,5 +1,5 @@
 //! `dictctl`: `doveadm dict` for dict proxy servers, with the same arguments, output and exit
-//! codes (dict-protocol.md §9):
+//! codes:
 //!
 //! ```text
 //! dictctl [-f flow|tab|json|table] get   [-u user] <dict uri> <key>
@@ -22,6 +22,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use dict_client::print::{Format, Printer, DEFAULT_COLUMNS, MIN_COLUMNS};
 use dict_client::{Client, ClientOptions, CommitResult, IterateFlags, Protocol};
+use dict_protocol::namespace::{self, KeyRefusal};
 use futures::StreamExt;
 
 const EX_OK: u8 = 0;
@@ -156,14 +157,17 @@ impl Ctx {
         let Some(uri) = uri else {
             return Err(fail(EX_USAGE, "dictionary URI must be specified"));
         };
-        if !key.starts_with("priv/") && !key.starts_with("shared/") {
-            return Err(fail(
-                EX_USAGE,
-                format!("Key must begin with 'priv/' or 'shared/': {key}"),
-            ));
-        }
-        if user.is_empty() && key.starts_with("priv/") {
-            return Err(fail(EX_USAGE, "-u must be specified for priv/ keys"));
+        match namespace::check_key(key.as_bytes(), user.as_bytes()) {
+            Ok(_) => {}
+            Err(KeyRefusal::NoNamespace) => {
+                return Err(fail(
+                    EX_USAGE,
+                    format!("Key must begin with 'priv/' or 'shared/': {key}"),
+                ))
+            }
+            Err(KeyRefusal::NoUsername) => {
+                return Err(fail(EX_USAGE, "-u must be specified for priv/ keys"))
+            }
         }
         Client::open(uri, self.options.clone())
             .map_err(|e| fail(EX_TEMPFAIL, format!("dict_init({uri}) failed: {e}")))
