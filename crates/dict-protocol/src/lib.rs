@@ -10,6 +10,7 @@ mod hello;
 mod number;
 mod reply;
 mod request;
+pub mod session;
 
 #[cfg(feature = "codec")]
 pub mod codec;
