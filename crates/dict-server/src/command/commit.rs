@@ -29,14 +29,8 @@ pub struct CommitJob {
 /// Starts committing `job.txn` once the requests sent before it (`ctx.after_commit` and
 /// `earlier_reads`) are far enough; returns its reply.
 pub fn commit(dict: Arc<dyn Dict>, job: CommitJob, tasks: &TaskTracker) -> PendingReply {
-    let CommitJob {
-        id,
-        is_async,
-        txn,
-        ctx,
-        earlier_reads,
-        done,
-    } = job;
+    let (txn, earlier_reads, done) = (job.txn, job.earlier_reads, job.done);
+    let (id, is_async, ctx) = (job.id, job.is_async, job.ctx);
     let earlier = ctx.after_commit.clone();
     let (deadline, timeout) = (ctx.deadline, ctx.timeout);
     let task = tasks.spawn(async move {
