@@ -3,7 +3,6 @@
 //! reconnect worker does what doveadm and quota_clone do: connect, hello and one
 //! operation in one write, wait for the reply, close. Every wait is bounded.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,7 +10,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use dict_protocol::codec::LineDecoder;
-use dict_protocol::Frame;
+use dict_protocol::session::client::{ClientSession, Received};
+use dict_protocol::ReplyKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::Barrier;
@@ -177,58 +177,43 @@ struct Pending {
     sent: Instant,
 }
 
-/// One persistent connection's state: ops waiting for their `*<n>`, and ops with an id.
-struct Pipeline {
-    unassigned: VecDeque<Pending>,
-    assigned: Vec<(u32, Pending)>,
+/// One connection's operations in flight, matched to reply lines by the client session.
+type Pipeline = ClientSession<Pending>;
+
+/// How the replies of an operation read.
+fn reply_kind(kind: OpKind) -> ReplyKind {
+    match kind {
+        OpKind::Lookup => ReplyKind::Lookup,
+        OpKind::Commit => ReplyKind::Commit,
+        OpKind::Iterate => ReplyKind::Iterate,
+    }
 }
 
-impl Pipeline {
-    fn in_flight(&self) -> usize {
-        self.unassigned.len() + self.assigned.len()
-    }
+fn unexpected(line: &[u8]) -> Broken {
+    Broken::Protocol(format!(
+        "unexpected reply {:?}",
+        String::from_utf8_lossy(&line[..line.len().min(80)])
+    ))
+}
 
-    /// Handles one server line; true when an operation finished.
-    fn line(&mut self, line: &[u8], stats: &mut Stats) -> Result<bool, Broken> {
-        let frame = Frame::parse(line).map_err(|e| Broken::Protocol(format!("{e}")))?;
-        match frame {
-            Frame::AsyncId(n) => {
-                let op = self.unassigned.pop_front().ok_or_else(|| {
-                    Broken::Protocol(format!("async id {n} with no command waiting"))
-                })?;
-                self.assigned.push((n, op));
-                Ok(false)
-            }
-            Frame::Reply {
-                async_id: Some(n),
-                body,
-            } => {
-                let i = self
-                    .assigned
-                    .iter()
-                    .position(|(id, _)| *id == n)
-                    .ok_or_else(|| Broken::Protocol(format!("reply +{n} matches no command")))?;
-                match self.assigned[i].1.kind.classify(body) {
-                    Reply::Row => {
-                        stats.rows += 1;
-                        Ok(false)
-                    }
-                    Reply::Final(outcome) => {
-                        let (_, op) = self.assigned.swap_remove(i);
-                        finish(stats, outcome, op.sent, body);
-                        Ok(true)
-                    }
-                    Reply::Invalid => Err(Broken::Protocol(format!(
-                        "unexpected reply {:?}",
-                        String::from_utf8_lossy(&line[..line.len().min(80)])
-                    ))),
-                }
-            }
-            Frame::Reply { async_id: None, .. } => Err(Broken::Protocol(format!(
-                "reply without async id: {:?}",
-                String::from_utf8_lossy(&line[..line.len().min(80)])
-            ))),
+/// Handles one server line; true when an operation finished.
+fn on_line(pipe: &mut Pipeline, line: &[u8], stats: &mut Stats) -> Result<bool, Broken> {
+    match pipe
+        .receive(line)
+        .map_err(|e| Broken::Protocol(e.to_string()))?
+    {
+        Received::AsyncId(_) => Ok(false),
+        Received::Row { .. } => {
+            stats.rows += 1;
+            Ok(false)
         }
+        Received::Final { request, body, .. } => match request.kind.classify(body) {
+            Reply::Final(outcome) => {
+                finish(stats, outcome, request.sent, body);
+                Ok(true)
+            }
+            Reply::Row | Reply::Invalid => Err(unexpected(line)),
+        },
     }
 }
 
@@ -310,47 +295,39 @@ async fn drive(
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut scratch = Vec::with_capacity(64);
     let mut lines = LineDecoder::new(MAX_LINE);
-    let mut pipe = Pipeline {
-        unassigned: VecDeque::with_capacity(run.depth),
-        assigned: Vec::with_capacity(run.depth),
-    };
+    let mut pipe = Pipeline::async_only();
+    let mut fresh = Vec::with_capacity(run.depth);
     loop {
-        let mut new = 0;
-        while pipe.in_flight() + new < run.depth && run.claim() {
+        while pipe.len() + fresh.len() < run.depth && run.claim() {
             *next_id = next_id.checked_add(1).unwrap_or(1);
-            let kind = run.spec.encode(rng, *next_id, &mut scratch, &mut out);
-            pipe.unassigned.push_back(Pending {
-                kind,
-                sent: Instant::now(),
-            });
-            new += 1;
+            fresh.push(run.spec.encode(rng, *next_id, &mut scratch, &mut out));
         }
         if !out.is_empty() {
             // All operations of one write share its start time.
-            let now = Instant::now();
-            for p in pipe.unassigned.iter_mut().rev().take(new) {
-                p.sent = now;
+            let sent = Instant::now();
+            for kind in fresh.drain(..) {
+                pipe.sent(reply_kind(kind), Pending { kind, sent });
             }
-            let lost = pipe.in_flight() as u64;
+            let lost = pipe.len() as u64;
             run.write(stream, &out).await.map_err(|e| (e, lost))?;
             out.clear();
         }
-        if pipe.in_flight() == 0 {
+        if pipe.is_empty() {
             return Ok(());
         }
-        let lost = pipe.in_flight() as u64;
+        let lost = pipe.len() as u64;
         run.read(stream, &mut input).await.map_err(|e| (e, lost))?;
         loop {
             let line = match lines.decode(&mut input) {
                 Ok(Some(line)) => line,
                 Ok(None) => break,
                 Err(e) => {
-                    let lost = pipe.in_flight() as u64;
+                    let lost = pipe.len() as u64;
                     return Err((Broken::Protocol(format!("{e}")), lost));
                 }
             };
-            if let Err(e) = pipe.line(&line, stats) {
-                return Err((e, pipe.in_flight() as u64));
+            if let Err(e) = on_line(&mut pipe, &line, stats) {
+                return Err((e, pipe.len() as u64));
             }
         }
     }
@@ -423,30 +400,29 @@ async fn one_op(
     run.write(stream, out).await?;
     let mut lines = LineDecoder::new(MAX_LINE);
     let mut buf = BytesMut::with_capacity(4096);
+    let mut pipe = ClientSession::new();
+    pipe.sent(reply_kind(kind), kind);
     loop {
         run.read(stream, &mut buf).await?;
         while let Some(line) = lines
             .decode(&mut buf)
             .map_err(|e| Broken::Protocol(format!("{e}")))?
         {
-            let body = match Frame::parse(&line).map_err(|e| Broken::Protocol(format!("{e}")))? {
-                Frame::AsyncId(_) => continue,
-                Frame::Reply { body, .. } => body,
-            };
-            match kind.classify(body) {
-                Reply::Row => stats.rows += 1,
-                // Recorded by the caller, with the connect time included.
-                Reply::Final(outcome) => {
-                    input.clear();
-                    input.extend_from_slice(body);
-                    return Ok(outcome);
-                }
-                Reply::Invalid => {
-                    return Err(Broken::Protocol(format!(
-                        "unexpected reply {:?}",
-                        String::from_utf8_lossy(&line[..line.len().min(80)])
-                    )))
-                }
+            match pipe
+                .receive(&line)
+                .map_err(|e| Broken::Protocol(e.to_string()))?
+            {
+                Received::AsyncId(_) => {}
+                Received::Row { .. } => stats.rows += 1,
+                Received::Final { request, body, .. } => match request.classify(body) {
+                    // Recorded by the caller, with the connect time included.
+                    Reply::Final(outcome) => {
+                        input.clear();
+                        input.extend_from_slice(body);
+                        return Ok(outcome);
+                    }
+                    Reply::Row | Reply::Invalid => return Err(unexpected(&line)),
+                },
             }
         }
     }
@@ -466,14 +442,11 @@ pub async fn preload(run: &Run, keys: u32) -> Result<u64, String> {
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut lines = LineDecoder::new(MAX_LINE);
-    let mut pipe = Pipeline {
-        unassigned: VecDeque::new(),
-        assigned: Vec::new(),
-    };
+    let mut pipe = Pipeline::async_only();
     let mut key = Vec::new();
     let mut next = 0u32;
-    while next < keys || pipe.in_flight() > 0 {
-        while next < keys && pipe.in_flight() < 256 {
+    while next < keys || !pipe.is_empty() {
+        while next < keys && pipe.len() < 256 {
             let id = next + 1;
             crate::workload::bench_key(&mut key, next);
             let value = next.to_string();
@@ -492,10 +465,13 @@ pub async fn preload(run: &Run, keys: u32) -> Result<u64, String> {
             ] {
                 request.encode(&mut out);
             }
-            pipe.unassigned.push_back(Pending {
-                kind: OpKind::Commit,
-                sent: Instant::now(),
-            });
+            pipe.sent(
+                ReplyKind::Commit,
+                Pending {
+                    kind: OpKind::Commit,
+                    sent: Instant::now(),
+                },
+            );
             next += 1;
         }
         if !out.is_empty() {
@@ -504,7 +480,7 @@ pub async fn preload(run: &Run, keys: u32) -> Result<u64, String> {
         }
         run.read(&mut stream, &mut input).await.map_err(describe)?;
         while let Some(line) = lines.decode(&mut input).map_err(|e| e.to_string())? {
-            pipe.line(&line, &mut stats).map_err(describe)?;
+            on_line(&mut pipe, &line, &mut stats).map_err(describe)?;
         }
     }
     if let Some(sample) = stats.samples.first() {

@@ -6,14 +6,15 @@
 //! (`idle_msecs`), and opened again for the next command. Transaction ids keep counting
 //! across connections, as Dovecot's client does.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use dict_protocol::codec::{ClientCodec, CodecError};
+use dict_protocol::session::client::{ClientSession, Received};
 use dict_protocol::{
-    CommitReply, Frame, Hello, IterateFlags, LookupReply, Reply, ReplyKind, Request, TransactionId,
+    CommitReply, Hello, IterateFlags, LookupReply, Reply, ReplyKind, Request, TransactionId,
 };
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -109,7 +110,6 @@ enum PendingKind {
 }
 
 struct Pending {
-    async_id: Option<u32>,
     kind: PendingKind,
     retried: bool,
 }
@@ -177,7 +177,8 @@ pub(crate) struct Task {
     rx: mpsc::UnboundedReceiver<Msg>,
     rx_closed: bool,
     conn: Option<Conn>,
-    pending: VecDeque<Pending>,
+    /// Commands sent and not answered yet, matched to the server's lines.
+    pending: ClientSession<Pending>,
     txs: HashMap<TransactionId, TxState>,
     /// A failed connect is not retried within the same wall-clock second, as in Dovecot.
     connect_failure: Option<(u64, Error)>,
@@ -193,7 +194,7 @@ impl Task {
             rx,
             rx_closed: false,
             conn: None,
-            pending: VecDeque::new(),
+            pending: ClientSession::new(),
             txs: HashMap::new(),
             connect_failure: None,
             last_activity: Instant::now(),
@@ -340,7 +341,7 @@ impl Task {
                 unreachable!("major 3 commits are sent by handle_msg")
             }
         }
-        self.pending.push_back(pending);
+        self.pending.sent(pending.reply_kind(), pending);
     }
 
     async fn handle_msg(&mut self, msg: Msg) {
@@ -351,7 +352,6 @@ impl Task {
                     username: Some(user.into()),
                 };
                 self.start(Pending {
-                    async_id: None,
                     kind: PendingKind::Lookup { req, reply },
                     retried: false,
                 })
@@ -371,7 +371,6 @@ impl Task {
                     username: Some(user.into()),
                 };
                 self.start(Pending {
-                    async_id: None,
                     kind: PendingKind::Iterate {
                         req,
                         rows,
@@ -391,7 +390,6 @@ impl Task {
                     batch: Some((lines, retryable)),
                 };
                 self.start(Pending {
-                    async_id: None,
                     kind,
                     retried: false,
                 })
@@ -439,11 +437,13 @@ impl Task {
                         .as_mut()
                         .expect("checked")
                         .send(&Request::Commit { id });
-                    self.pending.push_back(Pending {
-                        async_id: None,
-                        kind: PendingKind::Commit { reply, batch: None },
-                        retried: false,
-                    });
+                    self.pending.sent(
+                        ReplyKind::Commit,
+                        Pending {
+                            kind: PendingKind::Commit { reply, batch: None },
+                            retried: false,
+                        },
+                    );
                 }
             },
             Msg::Rollback { id } => {
@@ -482,46 +482,40 @@ impl Task {
         }
     }
 
-    /// Matches one server line to its command, as Dovecot's 2.3 client does: `*<n>` names
-    /// the oldest command without an id, `+<n>` is matched by id, any other line belongs to
-    /// the oldest pending command. So both ordered (minor 0) and async replies work.
+    /// Hands one server line to the command it answers (matched by the session).
     fn handle_line(&mut self, line: &[u8]) -> Result<(), Error> {
-        let frame = Frame::parse(line).map_err(|e| Error::Protocol(e.to_string()))?;
-        let (async_id, body) = match frame {
-            Frame::AsyncId(n) => {
-                let p = self
-                    .pending
-                    .iter_mut()
-                    .find(|p| p.async_id.is_none())
-                    .ok_or_else(|| {
-                        Error::Protocol(format!("Received async ID {n} without a pending command"))
-                    })?;
-                p.async_id = Some(n);
+        let protocol = |e: &dyn std::fmt::Display| Error::Protocol(e.to_string());
+        let (pending, kind, body) = match self.pending.receive(line).map_err(|e| protocol(&e))? {
+            Received::AsyncId(_) => return Ok(()),
+            Received::Row { request, body } => {
+                if let PendingKind::Iterate { rows, got_rows, .. } = &mut request.kind {
+                    let Reply::IterRow { key, values } = parse_reply(body, ReplyKind::Iterate)?
+                    else {
+                        unreachable!("a row's body starts with O")
+                    };
+                    *got_rows = true;
+                    let row = IterRow {
+                        key: key.into_owned(),
+                        values: values.into_iter().map(|v| v.into_owned()).collect(),
+                    };
+                    // The stream may have been dropped; the rows are still read off the wire.
+                    let _ = rows.send(Ok(row));
+                }
                 return Ok(());
             }
-            Frame::Reply { async_id, body } => (async_id, body),
+            Received::Final {
+                request,
+                kind,
+                body,
+            } => (request, kind, body),
         };
-        let index = match async_id {
-            Some(n) => self.pending.iter().position(|p| p.async_id == Some(n)),
-            None => (!self.pending.is_empty()).then_some(0),
-        }
-        .ok_or_else(|| Error::Protocol("Received reply without pending commands".into()))?;
-        let kind = self.pending[index].reply_kind();
-        let (reply, _timings) =
-            Reply::parse(body, kind).map_err(|e| Error::Protocol(format!("Invalid reply: {e}")))?;
-        if let Reply::IterRow { key, values } = reply {
-            if let PendingKind::Iterate { rows, got_rows, .. } = &mut self.pending[index].kind {
-                *got_rows = true;
-                let row = IterRow {
-                    key: key.into_owned(),
-                    values: values.into_iter().map(|v| v.into_owned()).collect(),
-                };
-                // The stream may have been dropped; the rows are still read off the wire.
-                let _ = rows.send(Ok(row));
+        let reply = match parse_reply(body, kind) {
+            Ok(reply) => reply,
+            Err(e) => {
+                pending.fail(&e);
+                return Err(e);
             }
-            return Ok(());
-        }
-        let pending = self.pending.remove(index).expect("index is valid");
+        };
         match (pending.kind, reply) {
             (PendingKind::Lookup { reply, .. }, Reply::Lookup(r)) => {
                 let _ = reply.send(match r {
@@ -569,7 +563,7 @@ impl Task {
             }
         }
         let mut again = Vec::new();
-        for p in std::mem::take(&mut self.pending) {
+        for p in self.pending.drain() {
             if retry && p.retryable(self.settings.protocol) {
                 again.push(p);
             } else {
@@ -581,7 +575,6 @@ impl Task {
         }
         debug!("re-sending {} commands", again.len());
         for mut p in again {
-            p.async_id = None;
             p.retried = true;
             self.start(p).await;
         }
@@ -621,6 +614,13 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// Reads a reply body answering a `kind` command.
+fn parse_reply(body: &[u8], kind: ReplyKind) -> Result<Reply<'_>, Error> {
+    Reply::parse(body, kind)
+        .map(|(reply, _timings)| reply)
+        .map_err(|e| Error::Protocol(format!("Invalid reply: {e}")))
 }
 
 /// `No such file or directory`, without Rust's ` (os error 2)` suffix.

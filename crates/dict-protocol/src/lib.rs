@@ -13,6 +13,7 @@ mod number;
 mod reply;
 mod request;
 mod search;
+pub mod session;
 
 #[cfg(feature = "codec")]
 pub mod codec;

@@ -6,11 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
-use dict_backend::{Change, IterateOptions};
 use dict_protocol::codec::ServerCodec;
-use dict_protocol::{
-    Hello, IterateFlags, ProtocolError, ReplyStyle, Request, ServerLine, MAX_PENDING_COMMANDS,
-};
+use dict_protocol::{Hello, ReplyStyle, MAX_PENDING_COMMANDS};
 use futures::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -21,11 +18,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::budget::{ConnectionBudget, ServerBudget};
-use crate::command::{self, Barrier, BarrierOpener, ReplyContext};
+use crate::command;
 use crate::metrics;
 use crate::registry::{DictHandle, Registry};
 use crate::reply_queue::ReplyQueue;
-use crate::transactions::{check_key, KeyError, TransactionError, Transactions};
+use crate::session::{Action, Session};
 
 /// Limits and timeouts of a connection.
 #[derive(Debug, Clone)]
@@ -68,29 +65,15 @@ impl Default for ConnectionSettings {
     }
 }
 
-/// Why a connection ends early; logged, never sent (Dovecot sends nothing either).
-#[derive(Debug, thiserror::Error)]
-enum Fatal {
-    #[error("{0}")]
-    Protocol(#[from] ProtocolError),
-    #[error("{0}")]
-    Transaction(#[from] TransactionError),
-    #[error("{0}")]
-    Key(#[from] KeyError),
-}
-
 struct Connection {
     reader: FramedRead<OwnedReadHalf, ServerCodec>,
     writer: OwnedWriteHalf,
     out: BytesMut,
     style: ReplyStyle,
     dict: DictHandle,
-    transactions: Transactions,
+    /// What each line means; this file only carries out its actions.
+    session: Session,
     replies: ReplyQueue,
-    next_async_id: u32,
-    last_commit: Option<Barrier>,
-    /// Reads sent since the last commit: the next commit waits until they have started.
-    reads_since_commit: Vec<Barrier>,
     settings: ConnectionSettings,
     tasks: TaskTracker,
     /// No more input is read (EOF, error or shutdown); pending replies are still sent.
@@ -147,14 +130,15 @@ pub async fn serve(
         out: BytesMut::with_capacity(4096),
         style,
         dict,
-        transactions: Transactions::new(ConnectionBudget::new(
-            settings.server_budget.clone(),
-            settings.max_transaction_bytes,
-        )),
+        session: Session::new(
+            style,
+            settings.request_timeout,
+            ConnectionBudget::new(
+                settings.server_budget.clone(),
+                settings.max_transaction_bytes,
+            ),
+        ),
         replies: ReplyQueue::new(!style.async_ids),
-        next_async_id: 1,
-        last_commit: None,
-        reads_since_commit: Vec::new(),
         settings,
         tasks,
         reading: true,
@@ -227,8 +211,11 @@ impl Connection {
                 }
             }
         }
-        if !self.transactions.is_empty() {
-            debug!("rolling back {} open transactions", self.transactions.len());
+        if self.session.open_transactions() > 0 {
+            debug!(
+                "rolling back {} open transactions",
+                self.session.open_transactions()
+            );
         }
         let _ = self.writer.shutdown().await;
     }
@@ -261,12 +248,10 @@ impl Connection {
     fn handle_input(&mut self, input: Option<Result<BytesMut, dict_protocol::codec::CodecError>>) {
         match input {
             Some(Ok(line)) => {
-                if let Err(e) = self.handle_line(&line) {
-                    if matches!(e, Fatal::Transaction(TransactionError::Memory(_))) {
-                        metrics::connection_closed("memory_limit");
-                    }
-                    warn!("closing connection: {e}");
-                    self.reading = false;
+                self.session
+                    .handle_line(&line, tokio::time::Instant::now(), SystemTime::now());
+                while let Some(action) = self.session.poll_action() {
+                    self.execute(action);
                 }
             }
             Some(Err(e)) => {
@@ -280,138 +265,50 @@ impl Connection {
         }
     }
 
-    fn reply_context(&mut self) -> ReplyContext {
-        let async_id = self.style.async_ids.then(|| {
-            let id = self.next_async_id;
-            self.next_async_id = self.next_async_id.checked_add(1).unwrap_or(1);
-            ServerLine::AsyncId(id).encode(self.style, &mut self.out);
-            id
-        });
-        ReplyContext {
-            async_id,
-            started: SystemTime::now(),
-            deadline: tokio::time::Instant::now() + self.settings.request_timeout,
-            timeout: self.settings.request_timeout,
-            after_commit: self.last_commit.clone(),
-        }
-    }
-
-    /// A barrier for a read just read: the next commit waits until it opens.
-    fn read_barrier(&mut self) -> BarrierOpener {
-        // Reads whose barrier is open already need no waiting: drop them now and then, so
-        // a connection that only reads keeps a short list.
-        if self.reads_since_commit.len() >= 32 {
-            self.reads_since_commit.retain(|b| !b.is_cancelled());
-        }
-        let (opener, barrier) = command::barrier();
-        self.reads_since_commit.push(barrier);
-        opener
-    }
-
-    fn handle_line(&mut self, line: &[u8]) -> Result<(), Fatal> {
-        let request = Request::parse(line)?;
-        let dict = self.dict.dict.clone();
-        match request {
-            Request::Lookup { key, username } => {
-                let username = username.map(|u| u.into_owned()).unwrap_or_default();
-                check_key(&key, &username)?;
-                let ctx = self.reply_context();
-                let done = self.read_barrier();
-                self.replies.push(command::lookup::lookup(
-                    dict,
-                    key.into_owned(),
-                    username,
-                    ctx,
-                    done,
-                ));
+    /// Carries out one action of the session: each command runs as its own future.
+    fn execute(&mut self, action: Action) {
+        let dict = || self.dict.dict.clone();
+        match action {
+            Action::Write(line) => line.encode(self.style, &mut self.out),
+            Action::Lookup {
+                key,
+                username,
+                ctx,
+                done,
+            } => {
+                let reply = command::lookup::lookup(dict(), key, username, ctx, done);
+                self.replies.push(reply);
             }
-            Request::Iterate {
-                flags,
-                max_rows,
+            Action::Iterate {
                 path,
                 username,
+                options,
+                ctx,
+                started,
             } => {
-                let username = username.map(|u| u.into_owned()).unwrap_or_default();
-                check_key(&path, &username)?;
-                let options = IterateOptions {
-                    recurse: flags.contains(IterateFlags::RECURSE),
-                    sort_by_key: flags.contains(IterateFlags::SORT_BY_KEY),
-                    sort_by_value: flags.contains(IterateFlags::SORT_BY_VALUE),
-                    no_value: flags.contains(IterateFlags::NO_VALUE),
-                    exact_key: flags.contains(IterateFlags::EXACT_KEY),
-                    max_rows,
-                };
-                let ctx = self.reply_context();
-                let started = self.read_barrier();
-                self.replies.push(command::iterate::iterate(
-                    dict,
-                    path.into_owned(),
-                    username,
-                    options,
-                    ctx,
-                    started,
-                ));
+                let reply =
+                    command::iterate::iterate(dict(), path, username, options, ctx, started);
+                self.replies.push(reply);
             }
-            Request::Begin {
-                id,
-                username,
-                expire_secs,
-            } => {
-                self.transactions.begin(
-                    id,
-                    username.map(|u| u.into_owned()).unwrap_or_default(),
-                    expire_secs,
-                )?;
-            }
-            Request::Set { id, key, value } => {
-                self.transactions.change(
-                    id,
-                    Change::Set {
-                        key: key.into_owned(),
-                        value: value.into_owned(),
-                    },
-                )?;
-            }
-            Request::Unset { id, key } => self.transactions.change(
-                id,
-                Change::Unset {
-                    key: key.into_owned(),
-                },
-            )?,
-            Request::AtomicInc { id, key, diff } => self.transactions.change(
-                id,
-                Change::Inc {
-                    key: key.into_owned(),
-                    diff,
-                },
-            )?,
-            Request::Timestamp { id, secs, nsecs } => {
-                self.transactions.timestamp(id, secs, nsecs)?
-            }
-            Request::HideLogValues { id, hide } => self.transactions.hide_log_values(id, hide)?,
-            Request::Rollback { id } => {
-                self.transactions.finish(id)?;
-            }
-            Request::Commit { id } | Request::CommitAsync { id } => {
-                let is_async = matches!(request, Request::CommitAsync { .. });
-                let txn = self.transactions.finish(id)?;
-                let ctx = self.reply_context();
-                if txn.changes.is_empty() {
-                    self.replies
-                        .push(command::commit::empty_commit(id, is_async, ctx));
-                } else {
-                    if !txn.hide_log_values {
-                        debug!(id, changes = txn.changes.len(), "commit");
-                    }
-                    let reads = std::mem::take(&mut self.reads_since_commit);
-                    let (reply, barrier) =
-                        command::commit::commit(dict, id, is_async, txn, ctx, reads, &self.tasks);
-                    self.last_commit = Some(barrier);
-                    self.replies.push(reply);
+            Action::Commit(job) => {
+                if !job.txn.hide_log_values {
+                    debug!(id = job.id, changes = job.txn.changes.len(), "commit");
                 }
+                let reply = command::commit::commit(dict(), job, &self.tasks);
+                self.replies.push(reply);
+            }
+            Action::EmptyCommit { id, is_async, ctx } => {
+                self.replies
+                    .push(command::commit::empty_commit(id, is_async, ctx));
+            }
+            Action::Close(reason) => {
+                if reason.is_memory_limit() {
+                    metrics::connection_closed("memory_limit");
+                }
+                warn!("closing connection: {reason}");
+                self.reading = false;
             }
         }
-        Ok(())
     }
 }
 

@@ -18,6 +18,7 @@ pub mod registry;
 pub mod reload;
 pub mod reply_queue;
 pub mod server;
+pub mod session;
 pub mod setup;
 pub mod systemd;
 pub mod testing;

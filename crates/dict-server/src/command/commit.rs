@@ -10,22 +10,27 @@ use futures::future;
 use futures::stream::{self, StreamExt};
 use tokio_util::task::TaskTracker;
 
-use super::{Barrier, ReplyContext};
+use super::{Barrier, BarrierOpener, ReplyContext};
 use crate::reply_queue::PendingReply;
 
-/// Starts committing `txn` once the requests sent before it (`ctx.after_commit` and
-/// `earlier_reads`) are far enough; returns its reply and the barrier that opens when it
-/// has finished.
-pub fn commit(
-    dict: Arc<dyn Dict>,
-    id: TransactionId,
-    is_async: bool,
-    txn: Transaction,
-    ctx: ReplyContext,
-    earlier_reads: Vec<Barrier>,
-    tasks: &TaskTracker,
-) -> (PendingReply, Barrier) {
-    let (done, barrier) = super::barrier();
+/// A commit to run: what the session decided when it read `C` or `D`.
+pub struct CommitJob {
+    pub id: TransactionId,
+    /// `D`: the reply carries the `A` prefix.
+    pub is_async: bool,
+    pub txn: Transaction,
+    pub ctx: ReplyContext,
+    /// Reads sent since the previous commit: the commit starts once they have.
+    pub earlier_reads: Vec<Barrier>,
+    /// Opens when the commit has finished.
+    pub done: BarrierOpener,
+}
+
+/// Starts committing `job.txn` once the requests sent before it (`ctx.after_commit` and
+/// `earlier_reads`) are far enough; returns its reply.
+pub fn commit(dict: Arc<dyn Dict>, job: CommitJob, tasks: &TaskTracker) -> PendingReply {
+    let (txn, earlier_reads, done) = (job.txn, job.earlier_reads, job.done);
+    let (id, is_async, ctx) = (job.id, job.is_async, job.ctx);
     let earlier = ctx.after_commit.clone();
     let (deadline, timeout) = (ctx.deadline, ctx.timeout);
     let task = tasks.spawn(async move {
@@ -53,14 +58,13 @@ pub fn commit(
         drop(done);
         result
     });
-    let reply = stream::once(async move {
+    stream::once(async move {
         let result = task
             .await
             .unwrap_or_else(|e| CommitResult::WriteUncertain(format!("commit task failed: {e}")));
         commit_line(id, is_async, result, &ctx)
     })
-    .boxed();
-    (reply, barrier)
+    .boxed()
 }
 
 /// The reply to a commit that needs no backend (a transaction without changes).

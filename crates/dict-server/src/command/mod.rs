@@ -1,5 +1,6 @@
 //! One module per reply-bearing command: each turns a parsed request into the stream of
-//! lines that answers it. Commands without replies live in [`crate::transactions`].
+//! lines that answers it. Commands without replies live in [`crate::transactions`]; which
+//! barriers each command waits for is decided by [`crate::session`].
 //!
 //! Ordering (protocol-spec §5.4): a read (`L`, `I`) starts as soon
 //! as it is read, once the commits sent before it have finished; a commit starts once the
