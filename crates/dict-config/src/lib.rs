@@ -6,14 +6,13 @@
 //! `file:line`.
 //!
 //! * [`settings`]: the Dovecot settings syntax, as a tree of [`Node`]s.
-//! * [`dovecot`]: the dicts, `base_dir` and dict listeners of a dovecot.conf.
-//! * [`dovecot24`]: the `dict_server { }` dicts of a Dovecot 2.4 dovecot.conf.
+//! * [`dovecot`]: the dicts, `base_dir` and dict listeners of a dovecot.conf, 2.3
+//!   ([`dovecot::v23`]) or 2.4 ([`dovecot::v24`]).
 //! * [`uri`]: dict URIs (`sqlite:…`, `redis:…`, `file:…`).
 //! * [`sql_map`]: dict-sql map files.
 //! * [`toml`](mod@toml): dict-rs's own configuration file.
 
 pub mod dovecot;
-pub mod dovecot24;
 mod error;
 pub mod settings;
 pub mod sql_map;
