@@ -6,15 +6,19 @@
 //! `file:line`.
 //!
 //! * [`settings`]: the Dovecot settings syntax, as a tree of [`Node`]s.
+//! * [`convert`]: the 2.3 <-> 2.4 converter, printing back what the parsers read.
 //! * [`dovecot`]: the dicts, `base_dir` and dict listeners of a dovecot.conf, 2.3
 //!   ([`dovecot::v23`]) or 2.4 ([`dovecot::v24`]).
 //! * [`uri`]: dict URIs (`sqlite:…`, `redis:…`, `file:…`).
+//! * [`sql_connect`]: one SQL connection (hosts, credentials, TLS, pool), typed.
 //! * [`sql_map`]: dict-sql map files.
 //! * [`toml`](mod@toml): dict-rs's own configuration file.
 
+pub mod convert;
 pub mod dovecot;
 mod error;
 pub mod settings;
+pub mod sql_connect;
 pub mod sql_map;
 pub mod toml;
 pub mod uri;
@@ -24,6 +28,7 @@ pub use self::dovecot::{
 };
 pub use self::error::{ConfigError, Origin};
 pub use self::settings::Node;
+pub use self::sql_connect::{MysqlConnect, MysqlTls, PgsqlConnect, PgsqlTls, SqlConnect};
 pub use self::sql_map::{
     normalize_pattern, pattern_variables, KeyField, SqlMap, SqlMapFile, ValueType,
 };

@@ -350,13 +350,10 @@ async fn open_dict(
 ) -> Result<Arc<dyn Dict>> {
     // A 2.3 URI (its map file read now) or a 2.4 dict_server { dict … { } }: the same.
     let spec = entry.spec()?;
-    if let DictSpec::Sql {
-        driver: dict_config::SqlDriver::Sqlite,
-        map_file,
-    } = &spec
-    {
-        if create_sqlite {
-            create_embedded_schema(Path::new(map_file.connect.trim())).await?;
+    if let DictSpec::Sql { map_file, .. } = &spec {
+        if let (dict_config::SqlConnect::Sqlite { path }, true) = (&map_file.connect, create_sqlite)
+        {
+            create_embedded_schema(path).await?;
         }
     }
     let options = SqlOptions {

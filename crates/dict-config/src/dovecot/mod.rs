@@ -114,7 +114,7 @@ impl DictEntry {
             DictSource::Uri(_) => match self.parse_uri()? {
                 DictUri::Sql { driver, map_path } => Ok(DictSpec::Sql {
                     driver,
-                    map_file: SqlMapFile::load(map_path)?,
+                    map_file: SqlMapFile::load(driver, map_path)?,
                 }),
                 DictUri::Redis(params) => Ok(DictSpec::Redis(params)),
                 DictUri::File(params) => Ok(DictSpec::File(params)),

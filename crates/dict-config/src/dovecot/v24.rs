@@ -32,16 +32,17 @@
 //!
 //! As in Dovecot, a setting may be written where the dict inherits it from (top level,
 //! `dict_server { }`), and inside a filter with or without the filter's prefix
-//! (`sql_table` or `dict_map_sql_table`). The SQL connection settings become the connect
-//! string a 2.3 map file would have (`sqlite_path` → the path; `mysql <host> { }` and
-//! `mysql_*` → `host=… port=… user=…`; `pgsql <host> { }` and `pgsql_parameters { }` →
-//! libpq `key=value`), so one code path opens both.
+//! (`sql_table` or `dict_map_sql_table`). The SQL connection settings are read into the
+//! same [`SqlConnect`] a 2.3 map file's `connect` string gives (`sqlite_path`; `mysql <host>
+//! { }` and `mysql_*`; `pgsql <host> { }` and `pgsql_parameters { }`), so one code path
+//! opens both.
 
 use std::path::PathBuf;
 
 use crate::dovecot::{DictEntry, DictSource, DictSpec};
 use crate::error::{ConfigError, Origin};
 use crate::settings::Node;
+use crate::sql_connect::{MysqlConnect, PgsqlConnect, SqlConnect};
 use crate::sql_map::{check_pattern_fields, KeyField, SqlMap, SqlMapFile, ValueType};
 use crate::uri::{FileLock, FileParams, RedisParams, SqlDriver};
 
@@ -276,18 +277,20 @@ fn sql_spec(origin: &Origin, chain: &Chain<'_, '_>) -> Result<DictSpec, Fail> {
     })
 }
 
-fn sqlite_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<String, Fail> {
+fn sqlite_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<SqlConnect, Fail> {
     if let Some(("yes", at)) = chain.get("sqlite_readonly") {
         tracing::warn!("{at}: sqlite_readonly = yes is ignored: the dict writes to the database");
     }
     chain
         .value("sqlite_path")
-        .map(|(path, _)| path.to_string())
+        .map(|(path, _)| SqlConnect::Sqlite {
+            path: PathBuf::from(path),
+        })
         .ok_or_else(|| (origin.clone(), "sqlite_path is not set".to_string()))
 }
 
-/// A 2.3 MySQL connect string from `mysql <host> { }` filters and `mysql_*` settings.
-fn mysql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<String, Fail> {
+/// A MySQL connection from `mysql <host> { }` filters and `mysql_*` settings.
+fn mysql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<SqlConnect, Fail> {
     let hosts = chain.filters("mysql");
     let mut hosts: Vec<(&str, Scope<'_>, &Origin)> = hosts
         .into_iter()
@@ -321,16 +324,17 @@ fn mysql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<String, Fail>
         ("ssl_client_key_file", "ssl_key"),
         ("ssl_cipher_list", "ssl_cipher"),
     ];
-    // The settings of each host; our connect string has one set for all hosts.
-    let mut shared: Option<(Vec<String>, &Origin)> = None;
-    let mut connect = Vec::new();
+    // The settings of each host; one connection has one set for all hosts.
+    let mut shared: Option<MysqlConnect> = None;
+    let mut names = Vec::new();
     for (host, scope, host_origin) in &hosts {
-        connect.push(format!("host={host}"));
+        names.push(host.to_string());
         let get = |name: &str| {
             let short = name.strip_prefix("mysql_").unwrap_or(name);
             scope.get(short).or_else(|| chain.get(name))
         };
-        let mut params = Vec::new();
+        let ssl = matches!(get("mysql_ssl"), Some(("yes", _)));
+        let mut conn = MysqlConnect::default();
         for (setting, key) in KEYS {
             let Some((value, at)) = get(setting).filter(|(v, _)| !v.is_empty()) else {
                 continue;
@@ -339,6 +343,7 @@ fn mysql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<String, Fail>
                 "port" if value == "0" => continue,
                 "option_group" if value == "client" => continue,
                 "client_flags" if value == "0" => continue,
+                "ssl_ca" | "ssl_cert" | "ssl_key" | "ssl_cipher" if !ssl => continue,
                 "connect_timeout" | "read_timeout" | "write_timeout" => {
                     parse_interval(value, false)
                         .map_err(|e| (at.clone(), format!("{setting}: {e}")))?
@@ -349,31 +354,20 @@ fn mysql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<String, Fail>
                 }
                 _ => value.to_string(),
             };
-            if value.contains(char::is_whitespace) {
-                return Err((
-                    at.clone(),
-                    format!(
-                        "{setting} contains whitespace, which a MySQL connect string can't carry"
-                    ),
-                ));
-            }
-            params.push(format!("{key}={value}"));
+            conn.set(key, &value).map_err(|e| (at.clone(), e))?;
         }
-        let ssl = matches!(get("mysql_ssl"), Some(("yes", _)));
         if ssl {
             if let Some(("no", _)) = get("ssl_client_require_valid_cert") {
-                params.push("ssl_verify_server_cert=no".into());
+                conn.tls.verify_server_cert = false;
             }
             // Without a certificate file, this is how a 2.3 connect string turns TLS on.
-            if !params.iter().any(|p| p.starts_with("ssl_")) {
-                params.push("ssl_cipher=HIGH".into());
+            if !conn.tls.enabled() {
+                conn.tls.cipher = Some("HIGH".into());
             }
-        } else {
-            params.retain(|p| !p.starts_with("ssl_"));
         }
         match &shared {
-            None => shared = Some((params, host_origin)),
-            Some((first, _)) if *first == params => {}
+            None => shared = Some(conn),
+            Some(first) if *first == conn => {}
             Some(_) => {
                 return Err((
                     (*host_origin).clone(),
@@ -382,12 +376,13 @@ fn mysql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<String, Fail>
             }
         }
     }
-    connect.extend(shared.map(|(p, _)| p).unwrap_or_default());
-    Ok(connect.join(" "))
+    let mut conn = shared.unwrap_or_default();
+    conn.hosts = names;
+    Ok(SqlConnect::Mysql(Box::new(conn)))
 }
 
-/// A libpq conninfo string from `pgsql <host> { }` filters and `pgsql_parameters { }`.
-fn pgsql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<String, Fail> {
+/// A PostgreSQL connection from `pgsql <host> { }` filters and `pgsql_parameters { }`.
+fn pgsql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<SqlConnect, Fail> {
     let hosts = chain.filters("pgsql");
     if hosts.is_empty() {
         return Err((
@@ -395,10 +390,10 @@ fn pgsql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<String, Fail>
             "pgsql { .. } named list filter is missing (pgsql <host> { … })".into(),
         ));
     }
-    let mut connect = Vec::new();
-    let mut shared: Option<Vec<String>> = None;
+    let mut names = Vec::new();
+    let mut shared: Option<PgsqlConnect> = None;
     for (host, children, host_origin) in &hosts {
-        connect.push(format!("host={}", conninfo_quote(host)));
+        names.push(host.to_string());
         let scope = Scope::new(children, &["pgsql_"]);
         // parameters of the host filter, else the innermost block that has them
         let mut lists = scope.lists("parameters");
@@ -410,7 +405,7 @@ fn pgsql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<String, Fail>
                 .find(|l| !l.is_empty())
                 .unwrap_or_default();
         }
-        let mut params: Vec<String> = Vec::new();
+        let mut conn = PgsqlConnect::default();
         for node in lists {
             let Node::Setting { key, value, origin } = node else {
                 return Err((
@@ -418,24 +413,23 @@ fn pgsql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<String, Fail>
                     "unexpected section in pgsql_parameters".into(),
                 ));
             };
-            if key == "host" {
+            if key == "host" || key == "hostaddr" {
                 return Err((
                     origin.clone(),
                     "host goes in the filter name: pgsql <host> { }".into(),
                 ));
             }
-            params.retain(|p| !p.starts_with(&format!("{key}=")));
-            params.push(format!("{key}={}", conninfo_quote(value)));
+            conn.set(key, value).map_err(|e| (origin.clone(), e))?;
         }
         let limit = scope
             .get("connection_limit")
             .or_else(|| chain.get("pgsql_connection_limit"));
-        if let Some((limit, _)) = limit.filter(|(v, _)| !v.is_empty()) {
-            params.push(format!("maxconns={limit}"));
+        if let Some((limit, at)) = limit.filter(|(v, _)| !v.is_empty()) {
+            conn.set("maxconns", limit).map_err(|e| (at.clone(), e))?;
         }
         match &shared {
-            None => shared = Some(params),
-            Some(first) if *first == params => {}
+            None => shared = Some(conn),
+            Some(first) if *first == conn => {}
             Some(_) => {
                 return Err((
                     (*host_origin).clone(),
@@ -444,24 +438,10 @@ fn pgsql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<String, Fail>
             }
         }
     }
-    connect.extend(shared.unwrap_or_default());
-    Ok(connect.join(" "))
-}
-
-/// A libpq conninfo value: as is when plain, else in single quotes.
-pub fn conninfo_quote(value: &str) -> String {
-    if !value.is_empty() && !value.contains([' ', '\t', '\'', '\\', '\n']) {
-        return value.to_string();
-    }
-    let mut out = String::from("'");
-    for c in value.chars() {
-        if c == '\'' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('\'');
-    out
+    let mut conn = shared.unwrap_or_default();
+    conn.hosts = names;
+    conn.check_ports().map_err(|e| (origin.clone(), e))?;
+    Ok(SqlConnect::Pgsql(Box::new(conn)))
 }
 
 /// `driver = file`: `dict_file_path` and `dict_file_lock_method` (default dotlock).
@@ -747,7 +727,7 @@ mod tests {
              key_field name {{\n        value = ${{name}}\n        type = uuid\n      }}\n      key_field scope {{\n        value = $scope\n      }}\n    }}\n  }}\n}}\n"
         ));
         assert_eq!(driver, SqlDriver::Sqlite);
-        assert_eq!(f.connect, "/var/lib/d.db");
+        assert_eq!(f.connect.to_connect_string().unwrap(), "/var/lib/d.db");
         assert_eq!(f.maps.len(), 2);
         let m = &f.maps[0];
         assert_eq!(
@@ -825,7 +805,9 @@ mod tests {
         let names: Vec<_> = c.dicts.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "redis"]);
         let connect = |i: usize| match &c.dicts[i].source {
-            DictSource::Parsed(DictSpec::Sql { map_file, .. }) => map_file.connect.clone(),
+            DictSource::Parsed(DictSpec::Sql { map_file, .. }) => {
+                map_file.connect.to_connect_string().unwrap()
+            }
             other => panic!("{other:?}"),
         };
         assert_eq!(
@@ -848,7 +830,7 @@ mod tests {
         ));
         assert_eq!(driver, SqlDriver::Mysql);
         assert_eq!(
-            f.connect,
+            f.connect.to_connect_string().unwrap(),
             "host=10.0.0.1 host=10.0.0.2 port=3307 user=dovecot password=pw dbname=mail maxconns=7 read_timeout=60"
         );
         let (_, f) = sql(&format!(
@@ -856,7 +838,7 @@ mod tests {
              mysql_ssl = yes\n  ssl_client_ca_file = </etc/ca.pem\n  ssl_client_require_valid_cert = no\n }}\n}}\n"
         ));
         assert_eq!(
-            f.connect,
+            f.connect.to_connect_string().unwrap(),
             "host=/run/mysqld/mysqld.sock ssl_ca=/etc/ca.pem ssl_verify_server_cert=no"
         );
 
@@ -866,7 +848,7 @@ mod tests {
         ));
         assert_eq!(driver, SqlDriver::Pgsql);
         assert_eq!(
-            f.connect,
+            f.connect.to_connect_string().unwrap(),
             r"host=db.example user=dovecot dbname='my db' password='it\'s' maxconns=3"
         );
     }
