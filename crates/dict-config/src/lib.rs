@@ -33,6 +33,6 @@ pub use self::sql_map::{
     normalize_pattern, pattern_variables, KeyField, SqlMap, SqlMapFile, ValueType,
 };
 pub use self::toml::{
-    ListenerSettings, LogFormat, LogSettings, MetricsSettings, ServerSettings, ServerToml,
+    ListenerSection, LogFormat, LogSection, MetricsSection, ServerSection, ServerToml,
 };
 pub use self::uri::{unserved_driver, DictUri, FileLock, FileParams, RedisParams, SqlDriver};
