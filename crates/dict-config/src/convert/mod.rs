@@ -362,4 +362,59 @@ map {
             "{e}"
         );
     }
+
+    /// The connection of the one SQL dict of a 2.4 text.
+    fn connect24(text: &str) -> crate::SqlConnect {
+        let c = DovecotConfig::parse_str(text, "/etc/dovecot/dovecot.conf")
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        match c.dicts[0].spec().unwrap() {
+            DictSpec::Sql { map_file, .. } => map_file.connect,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sql_connections_round_trip_through_2_4_blocks() {
+        use crate::{SqlConnect, SqlDriver};
+        for (driver, connect) in [
+            (SqlDriver::Sqlite, "/var/lib/dovecot/dict.sqlite"),
+            (SqlDriver::Mysql, "host=db1 host=db2 host=/run/mysqld/mysqld.sock port=3307 user=u password=s3cr#t dbname=mail maxconns=9 connect_timeout=5 read_timeout=20 write_timeout=30"),
+            (SqlDriver::Mysql, "host=db ssl_ca=/etc/ca.pem ssl_cert=/etc/c.pem ssl_key=/etc/k.pem ssl_verify_server_cert=no"),
+            (SqlDriver::Mysql, "host=db ssl_cipher=HIGH"),
+            (SqlDriver::Mysql, "host=db ssl_cipher=ECDHE-RSA-AES256-GCM-SHA384 option_file=/etc/my.cnf option_group=dict client_flags=2"),
+            (SqlDriver::Pgsql, "host=pg1 host=pg2 port=5433 dbname='my db' user=dovecot password='it\\'s' maxconns=3 connect_timeout=4"),
+            (SqlDriver::Pgsql, "host=db sslmode=verify-full sslrootcert=/etc/ca.pem sslcert=/etc/c.pem sslkey=/etc/k.pem application_name=dict"),
+            (SqlDriver::Pgsql, "postgresql://u:p@h1:5440,h2:5441/mail?maxconns=2&keepalives=1"),
+        ] {
+            let typed = SqlConnect::parse(driver, connect).unwrap();
+            let mut settings = String::new();
+            to_v24::write_connect24(&mut settings, &typed).unwrap();
+            let text = format!(
+                "dovecot_config_version = 2.4.1\ndict_server {{\n  dict q {{\n    driver = sql\n    sql_driver = {driver}\n{settings}  }}\n}}\n"
+            );
+            // 2.3 string -> typed -> 2.4 blocks -> typed
+            let from24 = connect24(&text);
+            assert_eq!(from24, typed, "{connect}\n{text}");
+            // -> 2.3 string -> typed
+            let printed = from24.to_connect_string().unwrap();
+            assert_eq!(SqlConnect::parse(driver, &printed).unwrap(), typed, "{printed}");
+            // -> 2.4 blocks again: the same text
+            let mut again = String::new();
+            to_v24::write_connect24(&mut again, &from24).unwrap();
+            assert_eq!(again, settings);
+        }
+    }
+
+    #[test]
+    fn sql_connections_2_4_cannot_express_are_errors() {
+        use crate::{SqlConnect, SqlDriver};
+        let typed = SqlConnect::parse(SqlDriver::Mysql, "host=db ssl_ca_path=/etc/ssl").unwrap();
+        let e = to_v24::write_connect24(&mut String::new(), &typed).unwrap_err();
+        assert!(e.contains("ssl_ca_path has no Dovecot 2.4 setting"), "{e}");
+        // a 2.4 value a 2.3 MySQL connect string can't carry
+        let c = connect24(
+            "dovecot_config_version = 2.4.1\ndict_server {\n  dict q {\n    driver = sql\n    sql_driver = mysql\n    mysql db {\n      password = \"a b\"\n    }\n  }\n}\n",
+        );
+        assert!(c.to_connect_string().unwrap_err().contains("whitespace"));
+    }
 }

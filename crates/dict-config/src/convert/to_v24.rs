@@ -59,7 +59,7 @@ pub fn to_v24(config: &DovecotConfig, input: &Path) -> Result<String> {
 }
 
 /// The 2.4 settings of a connection.
-fn write_connect24(s: &mut String, connect: &SqlConnect) -> Result<(), String> {
+pub(super) fn write_connect24(s: &mut String, connect: &SqlConnect) -> Result<(), String> {
     match connect {
         SqlConnect::Sqlite { path } => {
             let path = path.display().to_string();
