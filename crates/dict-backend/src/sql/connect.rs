@@ -309,15 +309,9 @@ mod tests {
 
     #[test]
     fn mysql_refusals() {
+        // the syntax errors are dict-config's (sql_connect tests); these are ours
         let err = |s| parse(SqlDriver::Mysql, s).unwrap_err();
-        assert_eq!(
-            err("host=x foo=bar"),
-            "mysql: unknown connect string setting: foo"
-        );
-        assert_eq!(err("host"), "mysql: missing value in connect string: host");
         assert!(err("option_file=/etc/my.cnf").contains("option_file=/etc/my.cnf is not supported"));
-        assert!(err("maxconns=0").contains("invalid maxconns"));
-        assert!(err("port=x").contains("invalid port"));
         assert!(err("ssl_ca_path=/etc/ssl/certs").contains("ssl_ca_path is not supported"));
     }
 
@@ -382,15 +376,8 @@ mod tests {
 
     #[test]
     fn pgsql_refusals() {
-        let err = |s| parse(SqlDriver::Pgsql, s).unwrap_err();
-        assert_eq!(
-            err("host=x bogus=1"),
-            "pgsql: invalid connection option \"bogus\""
-        );
-        assert!(err("host=x dbname").contains("missing \"=\""));
-        assert!(err("host=x dbname='abc").contains("unterminated"));
-        assert!(err("host=a,b,c port=1,2").contains("could not match"));
-        // known but unsupported settings are only logged
+        // the syntax errors are dict-config's (sql_connect tests); known but unsupported
+        // settings are only logged
         assert!(parse(SqlDriver::Pgsql, "host=x keepalives=1").is_ok());
     }
 }

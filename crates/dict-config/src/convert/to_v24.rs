@@ -102,15 +102,7 @@ fn write_mysql24(s: &mut String, c: &MysqlConnect) -> Result<(), String> {
     for (k, v) in settings {
         let _ = writeln!(s, "    {k} = {}", quote_file24(&v));
     }
-    let localhost = ["localhost".to_string()];
-    let hosts = if c.hosts.is_empty() {
-        &localhost[..]
-    } else {
-        &c.hosts[..]
-    };
-    for h in hosts {
-        let _ = writeln!(s, "    mysql {} {{\n    }}", quote24(h));
-    }
+    write_hosts24(s, "mysql", &c.hosts);
     Ok(())
 }
 
@@ -126,14 +118,19 @@ fn write_pgsql24(s: &mut String, c: &PgsqlConnect) {
         }
         s.push_str("    }\n");
     }
+    write_hosts24(s, "pgsql", &c.hosts);
+}
+
+/// One `<driver> <host> { }` filter per host; none given means `localhost`, as in 2.3.
+fn write_hosts24(s: &mut String, driver: &str, hosts: &[String]) {
     let localhost = ["localhost".to_string()];
-    let hosts = if c.hosts.is_empty() {
+    let hosts = if hosts.is_empty() {
         &localhost[..]
     } else {
-        &c.hosts[..]
+        hosts
     };
     for h in hosts {
-        let _ = writeln!(s, "    pgsql {} {{\n    }}", quote24(h));
+        let _ = writeln!(s, "    {driver} {} {{\n    }}", quote24(h));
     }
 }
 

@@ -325,7 +325,7 @@ fn mysql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<SqlConnect, F
         ("ssl_cipher_list", "ssl_cipher"),
     ];
     // The settings of each host; one connection has one set for all hosts.
-    let mut shared: Option<MysqlConnect> = None;
+    let mut each = Vec::new();
     let mut names = Vec::new();
     for (host, scope, host_origin) in &hosts {
         names.push(host.to_string());
@@ -365,20 +365,31 @@ fn mysql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<SqlConnect, F
                 conn.tls.cipher = Some("HIGH".into());
             }
         }
-        match &shared {
-            None => shared = Some(conn),
-            Some(first) if *first == conn => {}
-            Some(_) => {
-                return Err((
-                    (*host_origin).clone(),
-                    "the mysql { } hosts of one dict must have the same settings".into(),
-                ))
-            }
-        }
+        each.push((conn, *host_origin));
     }
-    let mut conn = shared.unwrap_or_default();
+    let mut conn = same_for_every_host(each, "mysql", "settings")?;
     conn.hosts = names;
     Ok(SqlConnect::Mysql(Box::new(conn)))
+}
+
+/// Dovecot reads settings per host filter; one connection has one set for all its hosts,
+/// so every host must give the same.
+fn same_for_every_host<T: PartialEq + Default>(
+    each: Vec<(T, &Origin)>,
+    driver: &str,
+    what: &str,
+) -> Result<T, Fail> {
+    let mut each = each.into_iter();
+    let Some((first, _)) = each.next() else {
+        return Ok(T::default());
+    };
+    match each.find(|(other, _)| *other != first) {
+        None => Ok(first),
+        Some((_, at)) => Err((
+            at.clone(),
+            format!("the {driver} {{ }} hosts of one dict must have the same {what}"),
+        )),
+    }
 }
 
 /// A PostgreSQL connection from `pgsql <host> { }` filters and `pgsql_parameters { }`.
@@ -391,7 +402,7 @@ fn pgsql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<SqlConnect, F
         ));
     }
     let mut names = Vec::new();
-    let mut shared: Option<PgsqlConnect> = None;
+    let mut each = Vec::new();
     for (host, children, host_origin) in &hosts {
         names.push(host.to_string());
         let scope = Scope::new(children, &["pgsql_"]);
@@ -427,18 +438,9 @@ fn pgsql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<SqlConnect, F
         if let Some((limit, at)) = limit.filter(|(v, _)| !v.is_empty()) {
             conn.set("maxconns", limit).map_err(|e| (at.clone(), e))?;
         }
-        match &shared {
-            None => shared = Some(conn),
-            Some(first) if *first == conn => {}
-            Some(_) => {
-                return Err((
-                    (*host_origin).clone(),
-                    "the pgsql { } hosts of one dict must have the same parameters".into(),
-                ))
-            }
-        }
+        each.push((conn, *host_origin));
     }
-    let mut conn = shared.unwrap_or_default();
+    let mut conn = same_for_every_host(each, "pgsql", "parameters")?;
     conn.hosts = names;
     conn.check_ports().map_err(|e| (origin.clone(), e))?;
     Ok(SqlConnect::Pgsql(Box::new(conn)))
