@@ -4,7 +4,7 @@
 //!
 //! A 2.3 file names its dicts in `dict { name = uri }` ([`v23`]); a file that sets
 //! `dovecot_config_version` is read as 2.4 (`dict_server { dict <name> { … } }`, [`v24`]).
-//! Both end up as the same [`DictEntry`]s; the listeners are read alike ([`listeners`]).
+//! Both end up as the same [`DictEntry`]s; the listeners are read alike.
 
 mod listeners;
 pub mod v23;

@@ -33,7 +33,7 @@
 //! As in Dovecot, a setting may be written where the dict inherits it from (top level,
 //! `dict_server { }`), and inside a filter with or without the filter's prefix
 //! (`sql_table` or `dict_map_sql_table`). The SQL connection settings are read into the
-//! same [`SqlConnect`] a 2.3 map file's `connect` string gives (`sqlite_path`; `mysql <host>
+//! same [`SqlConnect`](crate::SqlConnect) a 2.3 map file's `connect` string gives (`sqlite_path`; `mysql <host>
 //! { }` and `mysql_*`; `pgsql <host> { }` and `pgsql_parameters { }`), so one code path
 //! opens both (the `sql` module).
 

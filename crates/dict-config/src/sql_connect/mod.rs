@@ -2,9 +2,10 @@
 //! order, port, credentials, database, TLS, pool size, timeouts), whichever syntax named it.
 //!
 //! A 2.3 map file's `connect` string is read by [`SqlConnect::parse`] the way each of
-//! Dovecot's drivers reads it (protocol-spec/README.md, "SQL dicts"); a 2.4
-//! `dict_server { }` block is read straight into the same value (`dovecot::v24`), and
-//! [`SqlConnect::to_connect_string`] prints the 2.3 form back. The backend maps the value to
+//! Dovecot's drivers reads it (SQLite: a path; MySQL: `key=value` words; PostgreSQL: libpq
+//! conninfo or URI); a 2.4 `dict_server { }` block is read straight into the same value
+//! ([`dovecot::v24`](crate::dovecot::v24)), and [`SqlConnect::to_connect_string`] prints the
+//! 2.3 form back ([`convert`](crate::convert) prints the 2.4 form). The backend maps the value to
 //! its database driver's options; nothing here opens a connection.
 //!
 //! ```
