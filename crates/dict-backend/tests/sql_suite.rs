@@ -332,7 +332,7 @@ impl Env {
             exec_raw(&raw, &stmt).await;
         }
         let text = format!("connect = {connect}\n{}", maps(&prefix));
-        let file = SqlMapFile::parse_str(&text, "/test/dict-sql.conf.ext").unwrap();
+        let file = SqlMapFile::parse_str(driver, &text, "/test/dict-sql.conf.ext").unwrap();
         let options = SqlOptions {
             create_sqlite: true,
             ..SqlOptions::default()
@@ -350,7 +350,7 @@ impl Env {
             other => panic!("{other:?}"),
         };
         // MySQL/PostgreSQL: the same server as the 2.3 maps
-        file24.connect = connect.clone();
+        file24.connect = file.connect.clone();
         let dict24 = SqlDict::connect(driver, file24, options).await.unwrap();
         Some(Env {
             kind,
@@ -2012,7 +2012,7 @@ async fn unreachable_dict(driver: SqlDriver, port: u16) -> SqlDict {
         "connect = host=127.0.0.1 port={port} user=u password=p dbname=d\n{}",
         maps("x_")
     );
-    let file = SqlMapFile::parse_str(&text, "/test/down.conf").unwrap();
+    let file = SqlMapFile::parse_str(driver, &text, "/test/down.conf").unwrap();
     // connecting is lazy: the dict starts while the database is down
     SqlDict::connect(
         driver,
@@ -2082,6 +2082,7 @@ async fn sqlite_dict(options: SqlOptions) -> (tempfile::TempDir, SqlitePool, Sql
         sqlx::query(&sql).execute(&raw).await.unwrap();
     }
     let file = SqlMapFile::parse_str(
+        SqlDriver::Sqlite,
         &format!("connect = {}\n{}", path.display(), maps("")),
         "/test/m.conf",
     )
@@ -2171,6 +2172,7 @@ async fn sqlite_file_is_created_only_when_asked() {
     let path = dir.path().join("new.db");
     let file = || {
         SqlMapFile::parse_str(
+            SqlDriver::Sqlite,
             &format!("connect = {}\n{}", path.display(), maps("x_")),
             "/test/m.conf",
         )
@@ -2208,14 +2210,12 @@ async fn sqlite_file_is_created_only_when_asked() {
 
 #[tokio::test]
 async fn bad_connect_strings_fail_at_start() {
-    let file = SqlMapFile::parse_str(
+    let e = SqlMapFile::parse_str(
+        SqlDriver::Mysql,
         &format!("connect = host=x bogus=1\n{}", maps("x_")),
         "/test/m.conf",
     )
-    .unwrap();
-    let e = SqlDict::connect(SqlDriver::Mysql, file, SqlOptions::default())
-        .await
-        .unwrap_err();
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "/test/m.conf:1: mysql: unknown connect string setting: bogus"
@@ -2277,12 +2277,12 @@ async fn reconnects_after_outage(kind: Kind) {
         g("DB"),
         maps(&env.prefix)
     );
-    let file = SqlMapFile::parse_str(&text, "/test/proxy.conf").unwrap();
     let driver = if kind == Kind::Mysql {
         SqlDriver::Mysql
     } else {
         SqlDriver::Pgsql
     };
+    let file = SqlMapFile::parse_str(driver, &text, "/test/proxy.conf").unwrap();
     let dict = SqlDict::connect(
         driver,
         file,

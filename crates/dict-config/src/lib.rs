@@ -6,16 +6,19 @@
 //! `file:line`.
 //!
 //! * [`settings`]: the Dovecot settings syntax, as a tree of [`Node`]s.
-//! * [`dovecot`]: the dicts, `base_dir` and dict listeners of a dovecot.conf.
-//! * [`dovecot24`]: the `dict_server { }` dicts of a Dovecot 2.4 dovecot.conf.
+//! * [`convert`]: the 2.3 <-> 2.4 converter, printing back what the parsers read.
+//! * [`dovecot`]: the dicts, `base_dir` and dict listeners of a dovecot.conf, 2.3
+//!   ([`dovecot::v23`]) or 2.4 ([`dovecot::v24`]).
 //! * [`uri`]: dict URIs (`sqlite:…`, `redis:…`, `file:…`).
+//! * [`sql_connect`]: one SQL connection (hosts, credentials, TLS, pool), typed.
 //! * [`sql_map`]: dict-sql map files.
 //! * [`toml`](mod@toml): dict-rs's own configuration file.
 
+pub mod convert;
 pub mod dovecot;
-pub mod dovecot24;
 mod error;
 pub mod settings;
+pub mod sql_connect;
 pub mod sql_map;
 pub mod toml;
 pub mod uri;
@@ -25,10 +28,11 @@ pub use self::dovecot::{
 };
 pub use self::error::{ConfigError, Origin};
 pub use self::settings::Node;
+pub use self::sql_connect::{MysqlConnect, MysqlTls, PgsqlConnect, PgsqlTls, SqlConnect};
 pub use self::sql_map::{
     normalize_pattern, pattern_variables, KeyField, SqlMap, SqlMapFile, ValueType,
 };
 pub use self::toml::{
-    ListenerSettings, LogFormat, LogSettings, MetricsSettings, ServerSettings, ServerToml,
+    ListenerSection, LogFormat, LogSection, MetricsSection, ServerSection, ServerToml,
 };
 pub use self::uri::{unserved_driver, DictUri, FileLock, FileParams, RedisParams, SqlDriver};

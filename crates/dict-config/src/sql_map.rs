@@ -8,13 +8,16 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{ConfigError, Origin};
 use crate::settings::{self, Node};
+use crate::sql_connect::SqlConnect;
+use crate::uri::SqlDriver;
 
 /// A parsed map file. The dict-sql server caches these by path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlMapFile {
     pub path: PathBuf,
-    /// Passed to the SQL driver unchanged; its meaning depends on the driver.
-    pub connect: String,
+    /// The `connect` setting, read for the dict's driver; for a 2.4 dict, built
+    /// from its settings.
+    pub connect: SqlConnect,
     pub connect_origin: Origin,
     /// In file order: the first map whose pattern matches a key wins.
     pub maps: Vec<SqlMap>,
@@ -103,18 +106,27 @@ impl ValueType {
 }
 
 impl SqlMapFile {
-    pub fn load(path: impl AsRef<Path>) -> Result<SqlMapFile, ConfigError> {
+    /// Reads a map file whose `connect` is for `driver`.
+    pub fn load(driver: SqlDriver, path: impl AsRef<Path>) -> Result<SqlMapFile, ConfigError> {
         let path = path.as_ref();
-        Self::from_nodes(path, &settings::parse_file(path)?)
+        Self::from_nodes(driver, path, &settings::parse_file(path)?)
     }
 
     /// Parses `text` as the contents of `path` (used in messages and for `!include`).
-    pub fn parse_str(text: &str, path: impl AsRef<Path>) -> Result<SqlMapFile, ConfigError> {
+    pub fn parse_str(
+        driver: SqlDriver,
+        text: &str,
+        path: impl AsRef<Path>,
+    ) -> Result<SqlMapFile, ConfigError> {
         let path = path.as_ref();
-        Self::from_nodes(path, &settings::parse_str(text, path)?)
+        Self::from_nodes(driver, path, &settings::parse_str(text, path)?)
     }
 
-    fn from_nodes(path: &Path, nodes: &[Node]) -> Result<SqlMapFile, ConfigError> {
+    fn from_nodes(
+        driver: SqlDriver,
+        path: &Path,
+        nodes: &[Node],
+    ) -> Result<SqlMapFile, ConfigError> {
         let mut connect = None;
         let mut maps = Vec::new();
         for node in nodes {
@@ -147,6 +159,8 @@ impl SqlMapFile {
         let (connect, connect_origin) = connect.ok_or_else(|| {
             ConfigError::invalid(&Origin::new(path, 1), "Missing connect setting")
         })?;
+        let connect = SqlConnect::parse(driver, &connect)
+            .map_err(|e| ConfigError::invalid(&connect_origin, e))?;
         Ok(SqlMapFile {
             path: path.to_path_buf(),
             connect,
@@ -441,7 +455,7 @@ mod tests {
     const FILE: &str = "/etc/dovecot/map.conf";
 
     fn parse(text: &str) -> Result<SqlMapFile, String> {
-        SqlMapFile::parse_str(text, FILE).map_err(|e| e.to_string())
+        SqlMapFile::parse_str(SqlDriver::Sqlite, text, FILE).map_err(|e| e.to_string())
     }
 
     fn map(body: &str) -> Result<SqlMap, String> {

@@ -40,7 +40,7 @@ use crate::error::{ConfigError, Origin};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerToml {
     /// `[listener]`: the socket Dovecot's clients connect to.
-    pub listener: ListenerSettings,
+    pub listener: ListenerSection,
     /// `dovecot_config = "<path>"`: a Dovecot 2.3 dovecot.conf whose `dict { }` entries are
     /// served as well. A relative path is relative to the TOML file's directory.
     pub dovecot_config: Option<PathBuf>,
@@ -48,11 +48,11 @@ pub struct ServerToml {
     /// checked with [`DictEntry::parse_uri`]. In file order.
     pub dicts: Vec<DictEntry>,
     /// `[server]`: limits and timeouts.
-    pub server: ServerSettings,
+    pub server: ServerSection,
     /// `[log]`
-    pub log: LogSettings,
+    pub log: LogSection,
     /// `[metrics]`
-    pub metrics: MetricsSettings,
+    pub metrics: MetricsSection,
     /// `data_dir`: where the embedded default (served when no dict is configured at all)
     /// keeps its map file and SQLite database. Unset: the server's default. A relative path
     /// is relative to the TOML file's directory.
@@ -64,7 +64,7 @@ pub struct ServerToml {
 /// `[listener]`
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ListenerSettings {
+pub struct ListenerSection {
     /// UNIX socket path. Unset: the caller decides (Dovecot's default is
     /// `/run/dovecot/dict`, or what `dovecot_config` says).
     pub path: Option<PathBuf>,
@@ -81,9 +81,9 @@ pub struct ListenerSettings {
     pub max_connections: usize,
 }
 
-impl Default for ListenerSettings {
+impl Default for ListenerSection {
     fn default() -> Self {
-        ListenerSettings {
+        ListenerSection {
             path: None,
             mode: 0o660,
             user: None,
@@ -97,7 +97,7 @@ impl Default for ListenerSettings {
 /// `[server]`
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ServerSettings {
+pub struct ServerSection {
     /// Requests of one connection waiting for their reply before it stops reading more.
     /// Default 1000.
     pub max_pending_per_connection: usize,
@@ -120,9 +120,9 @@ pub struct ServerSettings {
     pub max_transaction_bytes_total: usize,
 }
 
-impl Default for ServerSettings {
+impl Default for ServerSection {
     fn default() -> Self {
-        ServerSettings {
+        ServerSection {
             max_pending_per_connection: 1000,
             request_timeout_ms: 5000,
             shutdown_timeout_ms: 10_000,
@@ -135,7 +135,7 @@ impl Default for ServerSettings {
     }
 }
 
-impl ServerSettings {
+impl ServerSection {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
@@ -162,16 +162,16 @@ impl ServerSettings {
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LogSettings {
+pub struct LogSection {
     /// A level (`info`) or a tracing filter (`info,dict_server=debug`). Default `info`.
     pub level: String,
     /// `"text"` (default) or `"json"`.
     pub format: LogFormat,
 }
 
-impl Default for LogSettings {
+impl Default for LogSection {
     fn default() -> Self {
-        LogSettings {
+        LogSection {
             level: "info".into(),
             format: LogFormat::Text,
         }
@@ -181,7 +181,7 @@ impl Default for LogSettings {
 /// `[metrics]`: the Prometheus endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct MetricsSettings {
+pub struct MetricsSection {
     /// `listen = "127.0.0.1:9137"`: serve `/metrics` over HTTP there. Unset (default): off.
     pub listen: Option<SocketAddr>,
 }
@@ -199,16 +199,16 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 struct RawServerToml {
     #[serde(default)]
-    listener: ListenerSettings,
+    listener: ListenerSection,
     dovecot_config: Option<PathBuf>,
     #[serde(default)]
     dicts: BTreeMap<String, ::toml::Spanned<String>>,
     #[serde(default)]
-    server: ServerSettings,
+    server: ServerSection,
     #[serde(default)]
-    log: LogSettings,
+    log: LogSection,
     #[serde(default)]
-    metrics: MetricsSettings,
+    metrics: MetricsSection,
     data_dir: Option<::toml::Spanned<PathBuf>>,
 }
 
@@ -324,7 +324,7 @@ mod tests {
     #[test]
     fn empty_file_gives_defaults() {
         let c = ServerToml::from_str("").unwrap();
-        assert_eq!(c.listener, ListenerSettings::default());
+        assert_eq!(c.listener, ListenerSection::default());
         assert_eq!(
             (
                 c.listener.mode,

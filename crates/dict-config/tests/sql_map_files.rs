@@ -4,14 +4,14 @@
 mod common;
 
 use common::{fixture, Scratch};
-use dict_config::{KeyField, SqlMapFile, ValueType};
+use dict_config::{KeyField, SqlDriver, SqlMapFile, ValueType};
 
 /// Loads `text` from a real file and returns the error with the scratch path replaced by
 /// `F`, so expectations stay readable.
 fn err(text: &str) -> String {
     let s = Scratch::new();
     let path = s.write("map.conf", text);
-    SqlMapFile::load(&path)
+    SqlMapFile::load(SqlDriver::Sqlite, &path)
         .unwrap_err()
         .to_string()
         .replace(&path.display().to_string(), "F")
@@ -26,8 +26,15 @@ const OK_BODY: &str = "pattern = shared/kv/$scope/$name\ntable = kv\nvalue_field
 
 #[test]
 fn debian_style_map_file() {
-    let f = SqlMapFile::load(fixture("debian/dovecot-dict-sql.conf.ext")).unwrap();
-    assert_eq!(f.connect, "/var/lib/dovecot/dict.sqlite");
+    let f = SqlMapFile::load(
+        SqlDriver::Sqlite,
+        fixture("debian/dovecot-dict-sql.conf.ext"),
+    )
+    .unwrap();
+    assert_eq!(
+        f.connect.to_connect_string().unwrap(),
+        "/var/lib/dovecot/dict.sqlite"
+    );
     assert_eq!(f.connect_origin.line, 5);
     assert_eq!(f.maps.len(), 4);
 
@@ -87,9 +94,10 @@ fn connect_is_raw_and_maps_can_be_included() {
          !include maps.d/*.ext\n",
     );
     s.write("maps.d/quota.ext", "map {\n  pattern = priv/quota/storage\n  table = quota\n  username_field = username\n  value_field = bytes\n}\n");
-    let f = SqlMapFile::load(&main).unwrap();
+    let f = SqlMapFile::load(SqlDriver::Sqlite, &main).unwrap();
+    // read as SQLite's connect, which is the text as written
     assert_eq!(
-        f.connect,
+        f.connect.to_connect_string().unwrap(),
         "host=db1 host=db2 dbname=$ENV:X user=dict password=s3cret maxconns=4"
     );
     assert_eq!(f.maps.len(), 1);
@@ -224,7 +232,7 @@ fn typed_key_fields() {
         "connect = x\nmap {\n  pattern = shared/t/$a/$b/${c}/$d\n  table = t\n  value_field = v\n  fields {\n\
          \x20   d = $d\n    c = ${uint:c}\n    b = ${int:b}\n    a = ${hexblob:a}\n  }\n}\n",
     );
-    let f = SqlMapFile::load(&path).unwrap();
+    let f = SqlMapFile::load(SqlDriver::Sqlite, &path).unwrap();
     let types: Vec<_> = f.maps[0]
         .fields
         .iter()

@@ -63,7 +63,7 @@ enum Command {
     Convert {
         /// The version to write: 2.3 or 2.4 (default: the one the input is not).
         #[arg(long, value_name = "VERSION")]
-        to: Option<dict_server::convert::Target>,
+        to: Option<dict_server::convert::DovecotVersion>,
         /// Write the files into this directory instead of printing them.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,

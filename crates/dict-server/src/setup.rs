@@ -23,17 +23,17 @@ pub struct Plan {
     /// The sockets to serve.
     pub listeners: Vec<ListenerSettings>,
     /// Server limits and timeouts.
-    pub server: dict_config::ServerSettings,
+    pub server: dict_config::ServerSection,
     /// Create missing SQLite files (the embedded default only).
     pub create_sqlite: bool,
     /// The directory of the embedded default.
     pub data_dir: Option<PathBuf>,
     /// Log settings.
-    pub log: dict_config::LogSettings,
+    pub log: dict_config::LogSection,
     /// Connections served at once.
     pub max_connections: usize,
     /// The Prometheus endpoint.
-    pub metrics: dict_config::MetricsSettings,
+    pub metrics: dict_config::MetricsSection,
 }
 
 /// `--listen PATH` with its `--listen-mode/-user/-group`.
@@ -49,7 +49,7 @@ pub struct ListenOverride {
     pub group: Option<String>,
 }
 
-fn listener_from(path: PathBuf, toml: &dict_config::ListenerSettings) -> ListenerSettings {
+fn listener_from(path: PathBuf, toml: &dict_config::ListenerSection) -> ListenerSettings {
     ListenerSettings {
         path,
         mode: toml.mode,
@@ -350,13 +350,10 @@ async fn open_dict(
 ) -> Result<Arc<dyn Dict>> {
     // A 2.3 URI (its map file read now) or a 2.4 dict_server { dict … { } }: the same.
     let spec = entry.spec()?;
-    if let DictSpec::Sql {
-        driver: dict_config::SqlDriver::Sqlite,
-        map_file,
-    } = &spec
-    {
-        if create_sqlite {
-            create_embedded_schema(Path::new(map_file.connect.trim())).await?;
+    if let DictSpec::Sql { map_file, .. } = &spec {
+        if let (dict_config::SqlConnect::Sqlite { path }, true) = (&map_file.connect, create_sqlite)
+        {
+            create_embedded_schema(path).await?;
         }
     }
     let options = SqlOptions {

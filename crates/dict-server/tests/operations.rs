@@ -583,11 +583,19 @@ fn the_compose_stacks_configuration_loads() {
     assert_eq!(plan.listeners[0].mode, 0o666);
     assert_eq!(plan.metrics.listen, Some("0.0.0.0:9137".parse().unwrap()));
     // The map files are read as the server reads them (paths rebased from /etc/dict-rs).
-    for (dict, file) in [
-        ("mysql", "dict-mysql.conf.ext"),
-        ("pgsql", "dict-pgsql.conf.ext"),
+    for (dict, file, driver) in [
+        (
+            "mysql",
+            "dict-mysql.conf.ext",
+            dict_config::SqlDriver::Mysql,
+        ),
+        (
+            "pgsql",
+            "dict-pgsql.conf.ext",
+            dict_config::SqlDriver::Pgsql,
+        ),
     ] {
-        let map = dict_config::SqlMapFile::load(deploy.join(file)).expect(file);
+        let map = dict_config::SqlMapFile::load(driver, deploy.join(file)).expect(file);
         assert_eq!(map.maps.len(), 6, "{file}");
         let entry = plan.dicts.iter().find(|d| d.name == dict).unwrap();
         assert_eq!(

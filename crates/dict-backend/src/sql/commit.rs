@@ -353,7 +353,9 @@ mod tests {
         map {\n pattern = shared/single\n table = single\n value_field = v\n}\n";
 
     fn q() -> Queries {
-        let maps = SqlMapFile::parse_str(MAPS, "/m.conf").unwrap().maps;
+        let maps = SqlMapFile::parse_str(dict_config::SqlDriver::Sqlite, MAPS, "/m.conf")
+            .unwrap()
+            .maps;
         Queries::new(Dialect::Sqlite, Arc::from(maps), Catalog::default())
     }
 
@@ -547,7 +549,9 @@ mod tests {
 
     #[test]
     fn mysql_increments_that_cancel_out_are_notfound() {
-        let maps = SqlMapFile::parse_str(MAPS, "/m.conf").unwrap().maps;
+        let maps = SqlMapFile::parse_str(dict_config::SqlDriver::Sqlite, MAPS, "/m.conf")
+            .unwrap()
+            .maps;
         let mysql = Queries::new(Dialect::Mysql, Arc::from(maps), Catalog::default());
         let steps = plan(
             &mysql,

@@ -8,7 +8,7 @@
 //! * [`driver`]: the sqlx pools, rows as [`driver::Cell`]s, transactions.
 //! * [`group`]: SQLite's group commit (commits queued together share one transaction).
 //! * [`sqlite_read`]: SQLite lookups on the calling thread (no sqlx worker-thread hop).
-//! * [`connect`]: the map file's `connect` string.
+//! * [`connect`]: the dict's connection settings as sqlx options.
 //!
 //! Where this differs from Dovecot 2.3.19 (all deliberate):
 //! * `priv/` keys never match a map without `username_field` (Dovecot compared a string
@@ -125,7 +125,7 @@ impl SqlDict {
         map_file: SqlMapFile,
         options: SqlOptions,
     ) -> Result<SqlDict, DictError> {
-        let target = connect::parse(driver, &map_file.connect)
+        let target = connect::target(&map_file.connect)
             .map_err(|e| DictError::new(format!("{}: {e}", map_file.connect_origin)))?;
         let mut timeout = options.timeout;
         if let connect::Target::Mysql { pool, .. } = &target {

@@ -585,7 +585,8 @@ map {
 "#;
 
     fn queries(dialect: Dialect) -> Queries {
-        let file = SqlMapFile::parse_str(MAPS, "/etc/x.conf").unwrap();
+        let file =
+            SqlMapFile::parse_str(dict_config::SqlDriver::Sqlite, MAPS, "/etc/x.conf").unwrap();
         Queries::new(dialect, file.maps.into(), Catalog::default())
     }
 
@@ -783,7 +784,8 @@ map {
 
     #[test]
     fn value_types() {
-        let file = SqlMapFile::parse_str(MAPS, "/etc/x.conf").unwrap();
+        let file =
+            SqlMapFile::parse_str(dict_config::SqlDriver::Sqlite, MAPS, "/etc/x.conf").unwrap();
         let m = &file.maps[3];
         assert_eq!(
             typed_param(m, ValueType::Int, "value", b"-12"),
@@ -893,7 +895,8 @@ map {
 
     #[test]
     fn maps_are_found_in_order() {
-        let file = SqlMapFile::parse_str(MAPS, "/etc/x.conf").unwrap();
+        let file =
+            SqlMapFile::parse_str(dict_config::SqlDriver::Sqlite, MAPS, "/etc/x.conf").unwrap();
         assert_eq!(
             find_map(&file.maps, b"priv/quota/messages").map(|m| m.0),
             Some(1)

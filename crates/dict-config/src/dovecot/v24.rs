@@ -32,18 +32,19 @@
 //!
 //! As in Dovecot, a setting may be written where the dict inherits it from (top level,
 //! `dict_server { }`), and inside a filter with or without the filter's prefix
-//! (`sql_table` or `dict_map_sql_table`). The SQL connection settings become the connect
-//! string a 2.3 map file would have (`sqlite_path` → the path; `mysql <host> { }` and
-//! `mysql_*` → `host=… port=… user=…`; `pgsql <host> { }` and `pgsql_parameters { }` →
-//! libpq `key=value`), so one code path opens both.
+//! (`sql_table` or `dict_map_sql_table`). The SQL connection settings are read into the
+//! same [`SqlConnect`](crate::SqlConnect) a 2.3 map file's `connect` string gives (`sqlite_path`; `mysql <host>
+//! { }` and `mysql_*`; `pgsql <host> { }` and `pgsql_parameters { }`), so one code path
+//! opens both (the `sql` module).
+
+mod sql;
 
 use std::path::PathBuf;
 
 use crate::dovecot::{DictEntry, DictSource, DictSpec};
 use crate::error::{ConfigError, Origin};
 use crate::settings::Node;
-use crate::sql_map::{check_pattern_fields, KeyField, SqlMap, SqlMapFile, ValueType};
-use crate::uri::{FileLock, FileParams, RedisParams, SqlDriver};
+use crate::uri::{FileLock, FileParams, RedisParams};
 
 /// The dicts of every `dict_server { }` block, in first-seen order; blocks of the same
 /// dict name are merged (later settings win), as Dovecot merges them.
@@ -216,7 +217,7 @@ fn dict_spec(name: &str, origin: &Origin, chain: &Chain<'_, '_>) -> Result<DictS
         .filter(|(v, _)| !v.is_empty())
         .unwrap_or((name, origin));
     match driver {
-        "sql" => sql_spec(origin, chain).map_err(|(at, m)| fail(&at, m)),
+        "sql" => sql::sql_spec(origin, chain).map_err(|(at, m)| fail(&at, m)),
         "redis" => redis_params(chain)
             .map(DictSpec::Redis)
             .map_err(|(at, m)| fail(&at, m)),
@@ -232,237 +233,6 @@ fn dict_spec(name: &str, origin: &Origin, chain: &Chain<'_, '_>) -> Result<DictS
 
 /// An error message and the line it is about.
 type Fail = (Origin, String);
-
-fn sql_spec(origin: &Origin, chain: &Chain<'_, '_>) -> Result<DictSpec, Fail> {
-    let (driver_name, driver_origin) = chain
-        .value("sql_driver")
-        .ok_or_else(|| (origin.clone(), "sql_driver is not set".to_string()))?;
-    let driver = match driver_name {
-        "sqlite" => SqlDriver::Sqlite,
-        "mysql" => SqlDriver::Mysql,
-        "pgsql" => SqlDriver::Pgsql,
-        other => {
-            return Err((
-                driver_origin.clone(),
-                format!("sql_driver '{other}' is not supported (supported: sqlite, mysql, pgsql)"),
-            ))
-        }
-    };
-    let connect = match driver {
-        SqlDriver::Sqlite => sqlite_connect(origin, chain)?,
-        SqlDriver::Mysql => mysql_connect(origin, chain)?,
-        SqlDriver::Pgsql => pgsql_connect(origin, chain)?,
-    };
-    let mut maps = Vec::new();
-    for (pattern, children, map_origin) in chain.scopes[0].filters("dict_map") {
-        maps.push(
-            parse_map(pattern, children, map_origin).map_err(|e| match e {
-                ConfigError::Invalid { origin, message } => (origin, message),
-                other => (map_origin.clone(), other.to_string()),
-            })?,
-        );
-    }
-    if maps.is_empty() {
-        tracing::warn!("{origin}: SQL dict without any dict_map: every key is unmapped");
-    }
-    Ok(DictSpec::Sql {
-        driver,
-        map_file: SqlMapFile {
-            path: origin.file.clone(),
-            connect,
-            connect_origin: origin.clone(),
-            maps,
-        },
-    })
-}
-
-fn sqlite_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<String, Fail> {
-    if let Some(("yes", at)) = chain.get("sqlite_readonly") {
-        tracing::warn!("{at}: sqlite_readonly = yes is ignored: the dict writes to the database");
-    }
-    chain
-        .value("sqlite_path")
-        .map(|(path, _)| path.to_string())
-        .ok_or_else(|| (origin.clone(), "sqlite_path is not set".to_string()))
-}
-
-/// A 2.3 MySQL connect string from `mysql <host> { }` filters and `mysql_*` settings.
-fn mysql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<String, Fail> {
-    let hosts = chain.filters("mysql");
-    let mut hosts: Vec<(&str, Scope<'_>, &Origin)> = hosts
-        .into_iter()
-        .map(|(h, children, o)| (h, Scope::new(children, &["mysql_"]), o))
-        .collect();
-    if hosts.is_empty() {
-        match chain.value("mysql_host") {
-            Some((h, o)) => hosts.push((h, Scope::from_refs(Vec::new(), &[]), o)),
-            None => {
-                return Err((
-                    origin.clone(),
-                    "mysql { .. } named list filter is missing (mysql <host> { … })".into(),
-                ))
-            }
-        }
-    }
-    const KEYS: &[(&str, &str)] = &[
-        ("mysql_port", "port"),
-        ("mysql_user", "user"),
-        ("mysql_password", "password"),
-        ("mysql_dbname", "dbname"),
-        ("mysql_option_file", "option_file"),
-        ("mysql_option_group", "option_group"),
-        ("mysql_client_flags", "client_flags"),
-        ("mysql_connection_limit", "maxconns"),
-        ("mysql_connect_timeout", "connect_timeout"),
-        ("mysql_read_timeout", "read_timeout"),
-        ("mysql_write_timeout", "write_timeout"),
-        ("ssl_client_ca_file", "ssl_ca"),
-        ("ssl_client_cert_file", "ssl_cert"),
-        ("ssl_client_key_file", "ssl_key"),
-        ("ssl_cipher_list", "ssl_cipher"),
-    ];
-    // The settings of each host; our connect string has one set for all hosts.
-    let mut shared: Option<(Vec<String>, &Origin)> = None;
-    let mut connect = Vec::new();
-    for (host, scope, host_origin) in &hosts {
-        connect.push(format!("host={host}"));
-        let get = |name: &str| {
-            let short = name.strip_prefix("mysql_").unwrap_or(name);
-            scope.get(short).or_else(|| chain.get(name))
-        };
-        let mut params = Vec::new();
-        for (setting, key) in KEYS {
-            let Some((value, at)) = get(setting).filter(|(v, _)| !v.is_empty()) else {
-                continue;
-            };
-            let value = match *key {
-                "port" if value == "0" => continue,
-                "option_group" if value == "client" => continue,
-                "client_flags" if value == "0" => continue,
-                "connect_timeout" | "read_timeout" | "write_timeout" => {
-                    parse_interval(value, false)
-                        .map_err(|e| (at.clone(), format!("{setting}: {e}")))?
-                        .to_string()
-                }
-                "ssl_ca" | "ssl_cert" | "ssl_key" => {
-                    value.strip_prefix('<').unwrap_or(value).to_string()
-                }
-                _ => value.to_string(),
-            };
-            if value.contains(char::is_whitespace) {
-                return Err((
-                    at.clone(),
-                    format!(
-                        "{setting} contains whitespace, which a MySQL connect string can't carry"
-                    ),
-                ));
-            }
-            params.push(format!("{key}={value}"));
-        }
-        let ssl = matches!(get("mysql_ssl"), Some(("yes", _)));
-        if ssl {
-            if let Some(("no", _)) = get("ssl_client_require_valid_cert") {
-                params.push("ssl_verify_server_cert=no".into());
-            }
-            // Without a certificate file, this is how a 2.3 connect string turns TLS on.
-            if !params.iter().any(|p| p.starts_with("ssl_")) {
-                params.push("ssl_cipher=HIGH".into());
-            }
-        } else {
-            params.retain(|p| !p.starts_with("ssl_"));
-        }
-        match &shared {
-            None => shared = Some((params, host_origin)),
-            Some((first, _)) if *first == params => {}
-            Some(_) => {
-                return Err((
-                    (*host_origin).clone(),
-                    "the mysql { } hosts of one dict must have the same settings".into(),
-                ))
-            }
-        }
-    }
-    connect.extend(shared.map(|(p, _)| p).unwrap_or_default());
-    Ok(connect.join(" "))
-}
-
-/// A libpq conninfo string from `pgsql <host> { }` filters and `pgsql_parameters { }`.
-fn pgsql_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<String, Fail> {
-    let hosts = chain.filters("pgsql");
-    if hosts.is_empty() {
-        return Err((
-            origin.clone(),
-            "pgsql { .. } named list filter is missing (pgsql <host> { … })".into(),
-        ));
-    }
-    let mut connect = Vec::new();
-    let mut shared: Option<Vec<String>> = None;
-    for (host, children, host_origin) in &hosts {
-        connect.push(format!("host={}", conninfo_quote(host)));
-        let scope = Scope::new(children, &["pgsql_"]);
-        // parameters of the host filter, else the innermost block that has them
-        let mut lists = scope.lists("parameters");
-        if lists.is_empty() {
-            lists = chain
-                .scopes
-                .iter()
-                .map(|s| s.lists("pgsql_parameters"))
-                .find(|l| !l.is_empty())
-                .unwrap_or_default();
-        }
-        let mut params: Vec<String> = Vec::new();
-        for node in lists {
-            let Node::Setting { key, value, origin } = node else {
-                return Err((
-                    node.origin().clone(),
-                    "unexpected section in pgsql_parameters".into(),
-                ));
-            };
-            if key == "host" {
-                return Err((
-                    origin.clone(),
-                    "host goes in the filter name: pgsql <host> { }".into(),
-                ));
-            }
-            params.retain(|p| !p.starts_with(&format!("{key}=")));
-            params.push(format!("{key}={}", conninfo_quote(value)));
-        }
-        let limit = scope
-            .get("connection_limit")
-            .or_else(|| chain.get("pgsql_connection_limit"));
-        if let Some((limit, _)) = limit.filter(|(v, _)| !v.is_empty()) {
-            params.push(format!("maxconns={limit}"));
-        }
-        match &shared {
-            None => shared = Some(params),
-            Some(first) if *first == params => {}
-            Some(_) => {
-                return Err((
-                    (*host_origin).clone(),
-                    "the pgsql { } hosts of one dict must have the same parameters".into(),
-                ))
-            }
-        }
-    }
-    connect.extend(shared.unwrap_or_default());
-    Ok(connect.join(" "))
-}
-
-/// A libpq conninfo value: as is when plain, else in single quotes.
-pub fn conninfo_quote(value: &str) -> String {
-    if !value.is_empty() && !value.contains([' ', '\t', '\'', '\\', '\n']) {
-        return value.to_string();
-    }
-    let mut out = String::from("'");
-    for c in value.chars() {
-        if c == '\'' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('\'');
-    out
-}
 
 /// `driver = file`: `dict_file_path` and `dict_file_lock_method` (default dotlock).
 fn file_params(origin: &Origin, chain: &Chain<'_, '_>) -> Result<FileParams, Fail> {
@@ -569,148 +339,11 @@ pub fn parse_interval(value: &str, msecs: bool) -> Result<u32, String> {
     u32::try_from(total).map_err(|_| format!("Time interval is too large: {value}"))
 }
 
-/// One `dict_map <pattern> { }`.
-fn parse_map(pattern: &str, children: &[Node], origin: &Origin) -> Result<SqlMap, ConfigError> {
-    const MAP: &[&str] = &["dict_map_"];
-    let scope = Scope::new(children, MAP);
-    for node in children {
-        match node {
-            Node::Setting { key, origin, .. } => {
-                let known = ["sql_table", "username_field", "expire_field", "pattern"]
-                    .iter()
-                    .any(|k| scope.matches(key, k));
-                if !known {
-                    return Err(ConfigError::invalid(
-                        origin,
-                        format!("Unknown setting in dict_map: {key}"),
-                    ));
-                }
-            }
-            Node::Section { kind, origin, .. } => {
-                if !scope.matches(kind, "value_field") && !scope.matches(kind, "key_field") {
-                    return Err(ConfigError::invalid(
-                        origin,
-                        format!("Unknown section in dict_map: {kind}"),
-                    ));
-                }
-            }
-        }
-    }
-    let text = |name: &str| {
-        scope
-            .get(name)
-            .map(|(v, _)| v.to_string())
-            .filter(|v| !v.is_empty())
-    };
-    let table = text("sql_table")
-        .ok_or_else(|| ConfigError::invalid(origin, "dict_map: sql_table is not set"))?;
-
-    let mut value_fields = Vec::new();
-    let mut value_types = Vec::new();
-    for (column, body, at) in scope.filters("value_field") {
-        let field = Scope::new(body, &["dict_map_value_field_", "value_field_"]);
-        only_settings(body, &field, &["type"], "value_field")?;
-        value_fields.push(column.to_string());
-        value_types.push(field_type(&field, at)?);
-    }
-    if value_fields.is_empty() {
-        return Err(ConfigError::invalid(
-            origin,
-            "dict_map_value_field { .. } named list filter is missing",
-        ));
-    }
-
-    let mut candidates = Vec::new();
-    for (column, body, at) in scope.filters("key_field") {
-        let field = Scope::new(body, &["dict_map_key_field_", "key_field_"]);
-        only_settings(body, &field, &["value", "type"], "key_field")?;
-        let (value, value_at) = field.get("value").ok_or_else(|| {
-            ConfigError::invalid(at, format!("key_field {column}: value is not set"))
-        })?;
-        let variable = value
-            .strip_prefix("${")
-            .and_then(|v| v.strip_suffix('}'))
-            .or_else(|| value.strip_prefix('$'))
-            .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-            .ok_or_else(|| {
-                ConfigError::invalid(
-                    value_at,
-                    format!(
-                        "key_field {column}: value must be a pattern variable ($name): {value}"
-                    ),
-                )
-            })?;
-        candidates.push((
-            KeyField {
-                column: column.to_string(),
-                variable: variable.to_string(),
-                value_type: field_type(&field, at)?,
-            },
-            at.clone(),
-        ));
-    }
-    let (normalized_pattern, fields) = check_pattern_fields(pattern, origin, candidates, origin)?;
-
-    let username_field = text("username_field");
-    if username_field.is_none() && pattern.starts_with("priv/") {
-        tracing::warn!(
-            "{origin}: dict_map {pattern} has no username_field; its priv/ keys will never match a row"
-        );
-    }
-    Ok(SqlMap {
-        pattern: pattern.to_string(),
-        normalized_pattern,
-        table,
-        username_field,
-        value_fields,
-        value_types,
-        fields,
-        expire_field: text("expire_field"),
-        origin: origin.clone(),
-    })
-}
-
-fn only_settings(
-    body: &[Node],
-    scope: &Scope<'_>,
-    allowed: &[&str],
-    what: &str,
-) -> Result<(), ConfigError> {
-    for node in body {
-        let ok = match node {
-            Node::Setting { key, .. } => allowed.iter().any(|a| scope.matches(key, a)),
-            Node::Section { .. } => false,
-        };
-        if !ok {
-            let name = match node {
-                Node::Setting { key, .. } => key,
-                Node::Section { kind, .. } => kind,
-            };
-            return Err(ConfigError::invalid(
-                node.origin(),
-                format!("Unknown setting in {what}: {name}"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn field_type(scope: &Scope<'_>, at: &Origin) -> Result<ValueType, ConfigError> {
-    match scope.get("type") {
-        None | Some(("", _)) => Ok(ValueType::String),
-        Some((t, type_at)) => ValueType::parse(t, true).ok_or_else(|| {
-            let _ = at;
-            ConfigError::invalid(
-                type_at,
-                format!("Invalid type: {t} (expected string, int, uint, double, hexblob or uuid)"),
-            )
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sql_map::{SqlMapFile, ValueType};
+    use crate::uri::SqlDriver;
     use crate::DovecotConfig;
 
     const FILE: &str = "/etc/dovecot/dovecot.conf";
@@ -747,7 +380,7 @@ mod tests {
              key_field name {{\n        value = ${{name}}\n        type = uuid\n      }}\n      key_field scope {{\n        value = $scope\n      }}\n    }}\n  }}\n}}\n"
         ));
         assert_eq!(driver, SqlDriver::Sqlite);
-        assert_eq!(f.connect, "/var/lib/d.db");
+        assert_eq!(f.connect.to_connect_string().unwrap(), "/var/lib/d.db");
         assert_eq!(f.maps.len(), 2);
         let m = &f.maps[0];
         assert_eq!(
@@ -825,7 +458,9 @@ mod tests {
         let names: Vec<_> = c.dicts.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "redis"]);
         let connect = |i: usize| match &c.dicts[i].source {
-            DictSource::Parsed(DictSpec::Sql { map_file, .. }) => map_file.connect.clone(),
+            DictSource::Parsed(DictSpec::Sql { map_file, .. }) => {
+                map_file.connect.to_connect_string().unwrap()
+            }
             other => panic!("{other:?}"),
         };
         assert_eq!(
@@ -848,7 +483,7 @@ mod tests {
         ));
         assert_eq!(driver, SqlDriver::Mysql);
         assert_eq!(
-            f.connect,
+            f.connect.to_connect_string().unwrap(),
             "host=10.0.0.1 host=10.0.0.2 port=3307 user=dovecot password=pw dbname=mail maxconns=7 read_timeout=60"
         );
         let (_, f) = sql(&format!(
@@ -856,7 +491,7 @@ mod tests {
              mysql_ssl = yes\n  ssl_client_ca_file = </etc/ca.pem\n  ssl_client_require_valid_cert = no\n }}\n}}\n"
         ));
         assert_eq!(
-            f.connect,
+            f.connect.to_connect_string().unwrap(),
             "host=/run/mysqld/mysqld.sock ssl_ca=/etc/ca.pem ssl_verify_server_cert=no"
         );
 
@@ -866,7 +501,7 @@ mod tests {
         ));
         assert_eq!(driver, SqlDriver::Pgsql);
         assert_eq!(
-            f.connect,
+            f.connect.to_connect_string().unwrap(),
             r"host=db.example user=dovecot dbname='my db' password='it\'s' maxconns=3"
         );
     }
