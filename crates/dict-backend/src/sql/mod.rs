@@ -5,7 +5,11 @@
 //! * [`query`]: the SQL of each statement shape, built once and cached.
 //! * [`commit`]: a dict transaction as the statements of one SQL transaction.
 //! * [`dialect`]: placeholders, upserts and PostgreSQL's typed parameters.
-//! * [`driver`]: the sqlx pools, rows as [`driver::Cell`]s, transactions.
+//! * [`types`]: the leaf types the others share ([`types::Cell`], [`types::DbError`], ...).
+//! * [`db`]: a connection to any database: rows as cells, transactions; one file per
+//!   database for binding and decoding.
+//! * [`pool`]: the pools of a dict, failover between hosts.
+//! * [`schema`]: reading table definitions.
 //! * [`group`]: SQLite's group commit (commits queued together share one transaction).
 //! * [`sqlite_read`]: SQLite lookups on the calling thread (no sqlx worker-thread hop).
 //! * [`connect`]: the map file's `connect` string.
@@ -35,15 +39,17 @@
 
 mod commit;
 mod connect;
+mod db;
 mod dialect;
-mod driver;
 mod group;
 mod outcome;
 mod pattern;
+mod pool;
 mod query;
 mod scan;
+mod schema;
 mod sqlite_read;
-mod text_param;
+mod types;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -60,12 +66,13 @@ use tokio::time::{timeout_at, Instant};
 use crate::{CommitResult, Dict, DictError, IterRow, IterateOptions, Transaction, UserValues};
 
 use dialect::{ident_name, Catalog, Dialect};
-use driver::{Cell, Db, DbError, Exec, Phase, SqliteSettings};
 use outcome::Next;
 use pattern::{match_path, rebuild_key, MatchKind};
+use pool::{Db, SqliteSettings};
 use query::{
     find_map, has_non_utf8, is_private, key_params, IterMode, Limit, Param, Queries, Shape, Sort,
 };
+use types::{Cell, DbError, Exec, Phase};
 
 /// Tuning of an SQL dict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -533,7 +540,7 @@ impl Inner {
                 ));
             }
             if queries.dialect == Dialect::Postgres && has_non_utf8(params.iter()) {
-                let e = format!("dict sql iterate failed: {}", driver::NOT_UTF8);
+                let e = format!("dict sql iterate failed: {}", types::NOT_UTF8);
                 let _ = tx.send(Err(DictError::new(e))).await;
                 return;
             }
@@ -682,7 +689,7 @@ impl Dict for SqlDict {
         }
         if inner.db.dialect() == Dialect::Postgres && has_non_utf8(params.iter()) {
             // As Dovecot's pgsql dict answers it: no prefix.
-            return Err(DictError::new(driver::NOT_UTF8));
+            return Err(DictError::new(types::NOT_UTF8));
         }
         let deadline = inner.deadline();
         let row = async {
@@ -732,7 +739,7 @@ impl Dict for SqlDict {
         };
         if queries.dialect == Dialect::Postgres && has_non_utf8(steps.iter().flat_map(Exec::params))
         {
-            return CommitResult::Failed(failed(&driver::NOT_UTF8));
+            return CommitResult::Failed(failed(&types::NOT_UTF8));
         }
         if steps.is_empty() {
             return CommitResult::Ok;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use dict_config::ValueType;
 use futures::SinkExt;
 
-use super::driver::DbError;
 use super::query::{find_map, is_private, key_params, Param, Shape};
+use super::types::DbError;
 use super::{cell_text, row_values, unix_now, Inner};
 use crate::{DictError, UserValues};
 

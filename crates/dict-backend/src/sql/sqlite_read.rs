@@ -14,8 +14,8 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
-use super::driver::{Cell, DbError};
 use super::query::Param;
+use super::types::{Cell, DbError};
 
 /// Idle connections kept.
 const MAX_IDLE: usize = 4;
