@@ -7,14 +7,16 @@ use std::sync::Arc;
 use dict_config::ValueType;
 use futures::SinkExt;
 
+use super::expire::unix_now;
 use super::query::{find_map, is_private, key_params, Param, Shape};
+use super::state::DictState;
 use super::types::DbError;
-use super::{cell_text, row_values, unix_now, Inner};
+use super::types::{cell_text, row_values};
 use crate::{DictError, UserValues};
 
 type Sender = futures::channel::mpsc::Sender<Result<UserValues, DictError>>;
 
-impl Inner {
+impl DictState {
     /// Feeds every user's values of `key` into `tx`; stops when the receiver is gone.
     pub(super) async fn scan_users_into(self: Arc<Self>, key: Vec<u8>, mut tx: Sender) {
         let fail = |e: &dyn std::fmt::Display| {

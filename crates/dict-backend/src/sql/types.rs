@@ -7,8 +7,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dict_config::{SqlMap, ValueType};
+
 use super::dialect::ColumnType;
-use super::query::Param;
+use super::query::{canonical_uuid, Param};
 
 /// What PostgreSQL's client library says of text that isn't valid in the database's
 /// encoding (UTF-8), which Dovecot's pgsql dict answers.
@@ -143,4 +145,40 @@ pub(crate) struct TableInfo {
     pub columns: HashMap<String, Option<ColumnType>>,
     /// Each unique index or primary key, as its column names.
     pub unique_keys: Vec<Vec<String>>,
+}
+
+/// A cell as dict text (§6.3.4 "Result handling"): numbers in decimal, hexblob columns as
+/// lowercase hex; `None` for NULL.
+pub(super) fn cell_text(cell: Cell, ty: ValueType) -> Option<Vec<u8>> {
+    let bytes = match cell {
+        Cell::Null => return None,
+        Cell::Int(i) => i.to_string().into_bytes(),
+        Cell::UInt(u) => u.to_string().into_bytes(),
+        Cell::Float(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e15 => {
+            format!("{f:.1}").into_bytes()
+        }
+        Cell::Float(f) => f.to_string().into_bytes(),
+        Cell::Bytes(b) => b,
+    };
+    Some(match ty {
+        ValueType::Hexblob => hex::encode(bytes).into_bytes(),
+        // As Dovecot 2.4 prints a uuid column: lowercase, with dashes.
+        ValueType::Uuid => canonical_uuid(&bytes)
+            .map(String::into_bytes)
+            .unwrap_or(bytes),
+        _ => bytes,
+    })
+}
+
+/// The values of a row: NULL reads as an empty value.
+pub(super) fn row_values(map: &SqlMap, cells: &mut impl Iterator<Item = Cell>) -> Vec<Vec<u8>> {
+    map.value_types
+        .iter()
+        .map(|ty| {
+            cells
+                .next()
+                .and_then(|c| cell_text(c, *ty))
+                .unwrap_or_default()
+        })
+        .collect()
 }
