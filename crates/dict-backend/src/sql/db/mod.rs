@@ -12,28 +12,57 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::Postgres;
 use sqlx::query::Query;
 use sqlx::sqlite::Sqlite;
-use sqlx::{Connection, Database};
+use sqlx::{ColumnIndex, Connection, Database, Encode, Row, Type, TypeInfo, ValueRef};
 
 use super::dialect::Dialect;
 use super::query::Param;
 use super::types::{Cell, DbError, Exec, Phase};
 
-/// Bind parameters and decode rows, per database.
-trait Backend: Database + Sized {
-    fn bind<'q>(
-        q: Query<'q, Self, <Self as Database>::Arguments<'q>>,
-        p: &'q Param,
-    ) -> Result<Query<'q, Self, <Self as Database>::Arguments<'q>>, DbError>;
-    fn cells(row: &Self::Row) -> Result<Vec<Cell>, DbError>;
+/// A query with its values bound so far.
+type Bound<'q, DB> = Query<'q, DB, <DB as Database>::Arguments<'q>>;
 
-    fn query<'q>(
-        sql: &'q str,
-        params: &'q [Param],
-    ) -> Result<Query<'q, Self, <Self as Database>::Arguments<'q>>, DbError> {
-        params
-            .iter()
-            .try_fold(sqlx::query::<Self>(sql), |q, p| Self::bind(q, p))
-    }
+/// What differs per database: how text is bound, and how a non-NULL cell is decoded.
+trait Backend: Database + Sized {
+    fn bind_text<'q>(q: Bound<'q, Self>, t: &'q [u8]) -> Result<Bound<'q, Self>, DbError>;
+    /// Cell `i` of `row`, not NULL, of the column type sqlx names `type_name`.
+    fn cell(row: &Self::Row, i: usize, type_name: &str) -> Result<Cell, DbError>;
+}
+
+/// `sql` with `params` bound.
+fn query<'q, DB: Backend>(sql: &'q str, params: &'q [Param]) -> Result<Bound<'q, DB>, DbError>
+where
+    i64: Encode<'q, DB> + Type<DB>,
+    f64: Encode<'q, DB> + Type<DB>,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
+    &'q [u8]: Encode<'q, DB> + Type<DB>,
+{
+    params.iter().try_fold(sqlx::query::<DB>(sql), |q, p| {
+        Ok(match p {
+            Param::Text(t) => DB::bind_text(q, t)?,
+            Param::Int(i) => q.bind(*i),
+            Param::Double(d) => q.bind(*d),
+            Param::NullInt => q.bind(None::<i64>),
+            Param::Blob(b) => q.bind(b.as_slice()),
+        })
+    })
+}
+
+/// A row's cells, decoded.
+fn cells<DB: Backend>(row: &DB::Row) -> Result<Vec<Cell>, DbError>
+where
+    usize: ColumnIndex<DB::Row>,
+{
+    (0..row.len())
+        .map(|i| {
+            let raw = row.try_get_raw(i)?;
+            if raw.is_null() {
+                return Ok(Cell::Null);
+            }
+            // Matched in place: no String per cell on the lookup path.
+            let info = raw.type_info();
+            DB::cell(row, i, info.name())
+        })
+        .collect()
 }
 
 /// A pooled connection.
@@ -79,9 +108,7 @@ macro_rules! run_steps {
             for step in $steps {
                 match step {
                     Exec::Run { sql, params, count } => {
-                        let done = <$db as Backend>::query(sql, params)?
-                            .execute(&mut *$exec)
-                            .await?;
+                        let done = query::<$db>(sql, params)?.execute(&mut *$exec).await?;
                         if *count && done.rows_affected() == 0 {
                             missing = true;
                         }
@@ -93,11 +120,11 @@ macro_rules! run_steps {
                         insert,
                         insert_params,
                     } => {
-                        let done = <$db as Backend>::query(update, update_params)?
+                        let done = query::<$db>(update, update_params)?
                             .execute(&mut *$exec)
                             .await?;
                         if done.rows_affected() == 0 {
-                            <$db as Backend>::query(insert, insert_params)?
+                            query::<$db>(insert, insert_params)?
                                 .execute(&mut *$exec)
                                 .await?;
                         }
@@ -116,8 +143,8 @@ impl Conn {
         sql: &'c str,
         params: &'c [Param],
     ) -> BoxStream<'c, Result<Vec<Cell>, DbError>> {
-        with_conn!(self, DB, c => match <DB as Backend>::query(sql, params) {
-            Ok(q) => q.fetch(&mut **c).map(|r| r.map_err(DbError::from).and_then(|row| <DB as Backend>::cells(&row))).boxed(),
+        with_conn!(self, DB, c => match query::<DB>(sql, params) {
+            Ok(q) => q.fetch(&mut **c).map(|r| r.map_err(DbError::from).and_then(|row| cells::<DB>(&row))).boxed(),
             Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
         })
     }
@@ -129,8 +156,8 @@ impl Conn {
         params: &[Param],
     ) -> Result<Option<Vec<Cell>>, DbError> {
         with_conn!(self, DB, c => {
-            let row = <DB as Backend>::query(sql, params)?.fetch_optional(&mut **c).await?;
-            row.map(|r| <DB as Backend>::cells(&r)).transpose()
+            let row = query::<DB>(sql, params)?.fetch_optional(&mut **c).await?;
+            row.map(|r| cells::<DB>(&r)).transpose()
         })
     }
 
@@ -156,7 +183,7 @@ impl Conn {
             if !matches!(self, Conn::Sqlite(_)) {
                 *phase = Phase::Repeatable;
                 return with_conn!(self, DB, c => {
-                    <DB as Backend>::query(sql, params)?.execute(&mut **c).await?;
+                    query::<DB>(sql, params)?.execute(&mut **c).await?;
                     Ok(false)
                 });
             }

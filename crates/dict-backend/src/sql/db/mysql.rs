@@ -1,5 +1,5 @@
-//! MySQL/MariaDB through sqlx: binding values (text as the client's bytes, see
-//! [`MysqlText`]) and decoding cells.
+//! MySQL/MariaDB through sqlx: text binding (the client's bytes, see [`MysqlText`]) and
+//! cell decoding.
 //!
 //! A dict value is bytes; Dovecot pastes them into its SQL as a string literal, so the
 //! database judges them by the column's type: a text column refuses bytes its character
@@ -10,11 +10,9 @@
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::mysql::{MySql, MySqlRow, MySqlTypeInfo};
-use sqlx::query::Query;
-use sqlx::{Column, Database, Encode, Row, Type, TypeInfo, ValueRef};
+use sqlx::{Column, Encode, Row, Type};
 
-use super::Backend;
-use crate::sql::query::Param;
+use super::{Backend, Bound};
 use crate::sql::types::{Cell, DbError};
 
 /// Bytes bound as a MySQL string (`VAR_STRING`): the server reads them in the
@@ -36,45 +34,28 @@ impl<'q> Encode<'q, MySql> for MysqlText<'_> {
 }
 
 impl Backend for MySql {
-    fn bind<'q>(
-        q: Query<'q, Self, <Self as Database>::Arguments<'q>>,
-        p: &'q Param,
-    ) -> Result<Query<'q, Self, <Self as Database>::Arguments<'q>>, DbError> {
-        Ok(match p {
-            // Always as a string, also when not UTF-8: the column decides, as for Dovecot.
-            Param::Text(t) => q.bind(MysqlText(t)),
-            Param::Int(i) => q.bind(*i),
-            Param::Double(d) => q.bind(*d),
-            Param::NullInt => q.bind(None::<i64>),
-            Param::Blob(b) => q.bind(b.as_slice()),
-        })
+    fn bind_text<'q>(q: Bound<'q, Self>, t: &'q [u8]) -> Result<Bound<'q, Self>, DbError> {
+        // Always as a string, also when not UTF-8: the column decides, as for Dovecot.
+        Ok(q.bind(MysqlText(t)))
     }
 
-    fn cells(row: &MySqlRow) -> Result<Vec<Cell>, DbError> {
-        (0..row.len())
-            .map(|i| {
-                let raw = row.try_get_raw(i)?;
-                if raw.is_null() {
-                    return Ok(Cell::Null);
-                }
-                // Matched in place: no String per cell on the lookup path.
-                let info = raw.type_info();
-                Ok(match info.name() {
-                    "BOOLEAN" | "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
-                        Cell::Int(row.try_get_unchecked::<i64, _>(i)?)
-                    }
-                    t if t.ends_with("UNSIGNED") || t == "BIT" => Cell::UInt(row.try_get_unchecked::<u64, _>(i)?),
-                    "FLOAT" => Cell::Float(f64::from(row.try_get_unchecked::<f32, _>(i)?)),
-                    "DOUBLE" => Cell::Float(row.try_get_unchecked::<f64, _>(i)?),
-                    t @ ("DATE" | "TIME" | "DATETIME" | "TIMESTAMP") => {
-                        return Err(DbError::Invalid(format!(
-                            "column {} has type {t}, which the dict can't read (cast it to a string in a view)",
-                            row.column(i).name()
-                        )))
-                    }
-                    _ => Cell::Bytes(row.try_get_unchecked::<&[u8], _>(i)?.to_vec()),
-                })
-            })
-            .collect()
+    fn cell(row: &MySqlRow, i: usize, type_name: &str) -> Result<Cell, DbError> {
+        Ok(match type_name {
+            "BOOLEAN" | "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
+                Cell::Int(row.try_get_unchecked::<i64, _>(i)?)
+            }
+            t if t.ends_with("UNSIGNED") || t == "BIT" => {
+                Cell::UInt(row.try_get_unchecked::<u64, _>(i)?)
+            }
+            "FLOAT" => Cell::Float(f64::from(row.try_get_unchecked::<f32, _>(i)?)),
+            "DOUBLE" => Cell::Float(row.try_get_unchecked::<f64, _>(i)?),
+            t @ ("DATE" | "TIME" | "DATETIME" | "TIMESTAMP") => {
+                return Err(DbError::Invalid(format!(
+                    "column {} has type {t}, which the dict can't read (cast it to a string in a view)",
+                    row.column(i).name()
+                )))
+            }
+            _ => Cell::Bytes(row.try_get_unchecked::<&[u8], _>(i)?.to_vec()),
+        })
     }
 }
