@@ -17,8 +17,8 @@ impl DictState {
         let inner = self;
         let deadline = inner.deadline();
         let cant = |e: DbError| {
-            DictError::new(format!(
-                "{}: can't check the database: {e}",
+            e.context(format_args!(
+                "{}: can't check the database: ",
                 inner.map_file.display()
             ))
         };
@@ -84,7 +84,7 @@ impl DictState {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(DictError::new(problems.join("\n")))
+            Err(DictError::database(problems.join("\n")))
         }
     }
 }

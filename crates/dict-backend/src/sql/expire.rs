@@ -54,7 +54,7 @@ impl DictState {
             return Ok(());
         }
         let deadline = inner.deadline();
-        let fail = |e: DbError| DictError::new(format!("sql dict: expire scan failed: {e}"));
+        let fail = |e: DbError| e.context("sql dict: expire scan failed: ");
         let mut conn = inner.db.acquire(true, deadline).await.map_err(fail)?;
         let mut phase = Phase::Begin;
         match timeout_at(deadline, conn.transaction(&steps, &mut phase)).await {

@@ -139,26 +139,29 @@ impl DictState {
         opts: IterateOptions,
         mut tx: RowSender,
     ) {
-        let queries = match self.queries(self.deadline()).await {
-            Ok(q) => q,
-            Err(e) => {
-                let _ = tx
-                    .send(Err(DictError::new(format!("dict sql iterate failed: {e}"))))
-                    .await;
-                return;
-            }
-        };
+        if let Err(e) = self.iterate_to(&path, &username, &opts, &mut tx).await {
+            let _ = tx.send(Err(e)).await;
+        }
+    }
+
+    /// [`DictState::iterate_into`]; an error is the last thing to send.
+    async fn iterate_to(
+        &self,
+        path: &[u8],
+        username: &[u8],
+        opts: &IterateOptions,
+        tx: &mut RowSender,
+    ) -> Result<(), DictError> {
+        const FAILED: &str = "dict sql iterate failed: ";
+        let queries = self
+            .queries(self.deadline())
+            .await
+            .map_err(|e| e.context(FAILED))?;
         let mut sent: u64 = 0;
-        for plan in plan_iterate(&self.maps, &path, &username, &opts) {
-            let q = match plan {
-                Ok(q) => q,
-                Err(e) => {
-                    let _ = tx.send(Err(DictError::new(e))).await;
-                    return;
-                }
-            };
+        for plan in plan_iterate(&self.maps, path, username, opts) {
+            let q = plan.map_err(DictError::refused)?;
             if opts.max_rows > 0 && sent >= opts.max_rows {
-                return;
+                return Ok(());
             }
             let mut params = q.params.clone();
             if q.limit == Limit::Bound {
@@ -167,25 +170,16 @@ impl DictState {
                 ));
             }
             if queries.dialect == Dialect::Postgres && has_non_utf8(params.iter()) {
-                let e = format!("dict sql iterate failed: {}", NOT_UTF8);
-                let _ = tx.send(Err(DictError::new(e))).await;
-                return;
+                return Err(DictError::refused(format!("{FAILED}{NOT_UTF8}")));
             }
             let sql = queries.sql(&q.shape);
-            match self
-                .run_iter_query(&path, &opts, &q, &sql, &params, &mut tx)
-                .await
-            {
+            match self.run_iter_query(path, opts, &q, &sql, &params, tx).await {
                 Ok(Some(rows)) => sent += rows,
-                Ok(None) => return,
-                Err(e) => {
-                    let _ = tx
-                        .send(Err(DictError::new(format!("dict sql iterate failed: {e}"))))
-                        .await;
-                    return;
-                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(e.context(FAILED)),
             }
         }
+        Ok(())
     }
 
     /// Runs one query of an iteration; the number of rows sent, or `None` when the

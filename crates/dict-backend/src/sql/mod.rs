@@ -139,9 +139,9 @@ impl SqlDict {
             .await
             .map_err(|e| match &target {
                 connect::Target::Sqlite { path } => {
-                    DictError::new(format!("sqlite: can't open {}: {e}", path.display()))
+                    e.context(format_args!("sqlite: can't open {}: ", path.display()))
                 }
-                _ => DictError::new(format!("{}: {e}", map_file.connect_origin)),
+                _ => e.context(format_args!("{}: ", map_file.connect_origin)),
             })?;
         let inner = DictState {
             driver,
@@ -189,7 +189,7 @@ impl Dict for SqlDict {
         let inner = &self.inner;
         let lossy = || String::from_utf8_lossy(key);
         let Some((m, vars)) = find_map(&inner.maps, key) else {
-            return Err(DictError::new(format!(
+            return Err(DictError::refused(format!(
                 "sql dict lookup: Invalid/unmapped key: {}",
                 lossy()
             )));
@@ -197,7 +197,7 @@ impl Dict for SqlDict {
         let map = &inner.maps[m];
         let private = is_private(key);
         let mut params = key_params(map, &vars).map_err(|e| {
-            DictError::new(format!(
+            DictError::refused(format!(
                 "sql dict lookup: Failed to lookup key {}: {e}",
                 lossy()
             ))
@@ -210,7 +210,7 @@ impl Dict for SqlDict {
         }
         if inner.db.dialect() == Dialect::Postgres && has_non_utf8(params.iter()) {
             // As Dovecot's pgsql dict answers it: no prefix.
-            return Err(DictError::new(types::NOT_UTF8));
+            return Err(DictError::refused(types::NOT_UTF8));
         }
         let deadline = inner.deadline();
         let row = async {
@@ -219,7 +219,7 @@ impl Dict for SqlDict {
             inner.read_first(&sql, &params, deadline).await
         }
         .await
-        .map_err(|e| DictError::new(format!("dict sql lookup failed: {e}")))?;
+        .map_err(|e| e.context("dict sql lookup failed: "))?;
         Ok(row.map(|cells| row_values(map, &mut cells.into_iter())))
     }
 

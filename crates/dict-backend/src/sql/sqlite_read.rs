@@ -137,5 +137,5 @@ fn first_row(
 
 /// rusqlite's errors as the dict reports them: SQLite's message, as sqlx gives it.
 fn to_db_error(e: rusqlite::Error) -> DbError {
-    DbError::Invalid(e.to_string())
+    DbError::Sqlite(e)
 }

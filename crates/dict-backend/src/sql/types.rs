@@ -11,6 +11,7 @@ use dict_config::{SqlMap, ValueType};
 
 use super::dialect::ColumnType;
 use super::query::{canonical_uuid, Param};
+use crate::{DictError, ErrorKind};
 
 /// What PostgreSQL's client library says of text that isn't valid in the database's
 /// encoding (UTF-8), which Dovecot's pgsql dict answers.
@@ -34,6 +35,8 @@ pub(crate) enum DbError {
     Timeout(Duration),
     /// Refused before reaching the database.
     Invalid(String),
+    /// SQLite's own error on a lookup connection (`sqlite_read`), as sqlx reports it.
+    Sqlite(rusqlite::Error),
 }
 
 impl DbError {
@@ -51,7 +54,7 @@ impl DbError {
                     | sqlx::Error::WorkerCrashed
             ),
             DbError::Timeout(_) => true,
-            DbError::Invalid(_) => false,
+            DbError::Invalid(_) | DbError::Sqlite(_) => false,
         }
     }
 
@@ -62,7 +65,32 @@ impl DbError {
 
     /// An error reported by the database server about a statement.
     pub fn is_database(&self) -> bool {
-        matches!(self, DbError::Sqlx(sqlx::Error::Database(_)))
+        matches!(
+            self,
+            DbError::Sqlx(sqlx::Error::Database(_)) | DbError::Sqlite(_)
+        )
+    }
+
+    /// The kind of failure, as the dict reports it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DbError::Timeout(_) => ErrorKind::Timeout,
+            DbError::Invalid(_) => ErrorKind::Refused,
+            DbError::Sqlite(e) => match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                    ErrorKind::Timeout
+                }
+                Some(rusqlite::ErrorCode::CannotOpen) => ErrorKind::Connection,
+                _ => ErrorKind::Database,
+            },
+            e if e.is_connection() => ErrorKind::Connection,
+            DbError::Sqlx(_) => ErrorKind::Database,
+        }
+    }
+
+    /// The dict's error: `prefix` then this error's text, of this error's kind.
+    pub fn context(&self, prefix: impl fmt::Display) -> DictError {
+        DictError::with_kind(self.kind(), format!("{prefix}{self}"))
     }
 }
 
@@ -76,6 +104,7 @@ impl fmt::Display for DbError {
             DbError::Sqlx(e) => write!(f, "{e}"),
             DbError::Timeout(t) => write!(f, "timed out after {} ms", t.as_millis()),
             DbError::Invalid(s) => f.write_str(s),
+            DbError::Sqlite(e) => write!(f, "{e}"),
         }
     }
 }
