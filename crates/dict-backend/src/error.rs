@@ -24,6 +24,16 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, e.g. to give each its metric series up front.
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::Timeout,
+        ErrorKind::Connection,
+        ErrorKind::Database,
+        ErrorKind::Refused,
+        ErrorKind::Unsupported,
+        ErrorKind::Other,
+    ];
+
     /// The kind as a short lowercase word, e.g. the `kind` label of the error metrics.
     pub fn as_str(self) -> &'static str {
         match self {
