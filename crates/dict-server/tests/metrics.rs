@@ -222,27 +222,20 @@ async fn endpoint_reports_operations_errors_latency_connections_and_slow_calls()
     assert_eq!(ops("broken", "lookup"), Some(1.0), "{scrape}");
     assert_eq!(errors("broken", "lookup"), Some(1.0), "{scrape}");
     assert_eq!(errors("broken", "commit"), Some(1.0), "{scrape}");
-    // Counted by kind: the backend's for a lookup, the result for a commit.
-    assert_eq!(
-        errors_of_kind("broken", "lookup", "connection"),
-        Some(1.0),
-        "{scrape}"
-    );
-    assert_eq!(
-        errors_of_kind("broken", "lookup", "timeout"),
-        Some(0.0),
-        "{scrape}"
-    );
-    assert_eq!(
-        errors_of_kind("broken", "commit", "failed"),
-        Some(1.0),
-        "{scrape}"
-    );
-    assert_eq!(
-        errors_of_kind("mem", "iterate", "database"),
-        Some(0.0),
-        "{scrape}"
-    );
+    // Counted by kind: the backend's for a lookup, the result for a commit; every kind
+    // an operation can have is there from the start.
+    for (dict, op, kind, want) in [
+        ("broken", "lookup", "connection", 1.0),
+        ("broken", "lookup", "timeout", 0.0),
+        ("broken", "commit", "failed", 1.0),
+        ("mem", "iterate", "database", 0.0),
+    ] {
+        assert_eq!(
+            errors_of_kind(dict, op, kind),
+            Some(want),
+            "{dict} {op} {kind}: {scrape}"
+        );
+    }
     assert_eq!(
         value(
             &scrape,
