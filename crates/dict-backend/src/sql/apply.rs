@@ -7,7 +7,7 @@ use super::dialect::Dialect;
 use super::expire::unix_now;
 use super::group;
 use super::outcome::{self, Next};
-use super::query::has_non_utf8;
+use super::param::has_non_utf8;
 use super::state::{DictState, MAX_RETRIES};
 use super::types::{DbError, Exec, Phase, NOT_UTF8};
 use crate::{CommitResult, Transaction};

@@ -21,7 +21,8 @@
 use crate::Change;
 
 use super::dialect::Dialect;
-use super::query::{find_map, is_private, key_params, typed_param, Param, Queries, Shape};
+use super::param::{find_map, is_private, key_params, typed_param, Param};
+use super::query::{Queries, Shape};
 use super::types::Exec;
 
 enum Item {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::timeout_at;
 
 use super::dialect::{Catalog, ParamKind, SqlText};
-use super::query::Param;
+use super::param::Param;
 use super::state::DictState;
 use super::types::{DbError, Exec, Phase};
 use crate::DictError;

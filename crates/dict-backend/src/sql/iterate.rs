@@ -9,8 +9,9 @@ use futures::SinkExt;
 
 use super::dialect::Dialect;
 use super::expire::unix_now;
+use super::param::{has_non_utf8, is_private, key_params, Param};
 use super::pattern::{self, match_path, rebuild_key, MatchKind};
-use super::query::{has_non_utf8, is_private, key_params, IterMode, Limit, Param, Shape, Sort};
+use super::query::{IterMode, Limit, Shape, Sort};
 use super::state::DictState;
 use super::types::{cell_text, row_values, DbError, NOT_UTF8};
 use crate::{DictError, IterRow, IterateOptions};

@@ -2,10 +2,11 @@
 //! PostgreSQL, with every key part and value bound as a parameter.
 //!
 //! One file per idea; each depends only on those listed before it (no cycles):
-//! * [`types`]: the leaf types the others share ([`types::Cell`], [`types::DbError`],
-//!   [`types::Phase`], [`types::Exec`]) and how a cell reads as dict text.
 //! * [`pattern`]: matching keys and iteration paths against map patterns.
 //! * [`dialect`]: placeholders, upserts and PostgreSQL's typed parameters.
+//! * [`param`]: key parts and values as typed bound values; the map a key belongs to.
+//! * [`types`]: the leaf types the others share ([`types::Cell`], [`types::DbError`],
+//!   [`types::Phase`], [`types::Exec`]) and how a cell reads as dict text.
 //! * [`query`]: the SQL of each statement shape, built once and cached.
 //! * [`connect`]: the map file's `connect` string.
 //! * [`db`]: a connection to any database: rows as cells, transactions; one file per
@@ -57,6 +58,7 @@ mod expire;
 mod group;
 mod iterate;
 mod outcome;
+mod param;
 mod pattern;
 mod pool;
 mod query;
@@ -77,8 +79,9 @@ use futures::stream::BoxStream;
 use crate::{CommitResult, Dict, DictError, IterRow, IterateOptions, Transaction, UserValues};
 
 use dialect::{Catalog, Dialect};
+use param::{find_map, has_non_utf8, is_private, key_params, Param};
 use pool::{Db, SqliteSettings};
-use query::{find_map, has_non_utf8, is_private, key_params, Param, Queries, Shape};
+use query::{Queries, Shape};
 use read::spawn_rows;
 use state::DictState;
 use types::row_values;

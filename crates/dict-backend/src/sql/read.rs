@@ -6,7 +6,7 @@ use futures::stream::{BoxStream, StreamExt};
 use futures::SinkExt;
 use tokio::time::{timeout_at, Instant};
 
-use super::query::Param;
+use super::param::Param;
 use super::state::{DictState, MAX_RETRIES};
 use super::types::{Cell, DbError};
 use crate::DictError;

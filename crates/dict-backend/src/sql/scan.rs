@@ -8,7 +8,8 @@ use dict_config::ValueType;
 use futures::SinkExt;
 
 use super::expire::unix_now;
-use super::query::{find_map, is_private, key_params, Param, Shape};
+use super::param::{find_map, is_private, key_params, Param};
+use super::query::Shape;
 use super::state::DictState;
 use super::types::DbError;
 use super::types::{cell_text, row_values};

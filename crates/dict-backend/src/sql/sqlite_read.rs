@@ -14,7 +14,7 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
-use super::query::Param;
+use super::param::Param;
 use super::types::{Cell, DbError};
 
 /// Idle connections kept.

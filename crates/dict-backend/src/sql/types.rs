@@ -10,7 +10,7 @@ use std::time::Duration;
 use dict_config::{SqlMap, ValueType};
 
 use super::dialect::ColumnType;
-use super::query::{canonical_uuid, Param};
+use super::param::{canonical_uuid, Param};
 use crate::{DictError, ErrorKind};
 
 /// What PostgreSQL's client library says of text that isn't valid in the database's

@@ -15,7 +15,7 @@ use sqlx::sqlite::Sqlite;
 use sqlx::{ColumnIndex, Connection, Database, Encode, Row, Type, TypeInfo, ValueRef};
 
 use super::dialect::Dialect;
-use super::query::Param;
+use super::param::Param;
 use super::types::{Cell, DbError, Exec, Phase};
 
 /// A query with its values bound so far.
