@@ -16,10 +16,9 @@ use tokio::time::timeout_at;
 impl DictState {
     /// Applies `txn`; what the client is told.
     pub async fn commit(&self, txn: Transaction) -> CommitResult {
-        let inner = self;
-        let deadline = inner.deadline();
+        let deadline = self.deadline();
         let failed = |e: &dyn std::fmt::Display| format!("sql dict: commit failed: {e}");
-        let queries = match inner.queries(deadline).await {
+        let queries = match self.queries(deadline).await {
             Ok(q) => q,
             Err(e) => return CommitResult::Failed(failed(&e)),
         };
@@ -38,7 +37,7 @@ impl DictState {
         if steps.is_empty() {
             return CommitResult::Ok;
         }
-        if let Some(group) = inner.db.group() {
+        if let Some(group) = self.db.group() {
             return match group.commit(steps, deadline).await {
                 group::Outcome::Applied(false) => CommitResult::Ok,
                 group::Outcome::Applied(true) => CommitResult::NotFound,
@@ -54,14 +53,14 @@ impl DictState {
         // An attempt got as far as sending its statement: it may have been applied.
         let mut maybe_applied = false;
         loop {
-            let mut conn = match inner.db.acquire(true, deadline).await {
+            let mut conn = match self.db.acquire(true, deadline).await {
                 Ok(c) => c,
                 Err(e) => return answer(outcome::after_acquire_failure(maybe_applied), &e),
             };
             let mut phase = Phase::Begin;
             let result = match timeout_at(deadline, conn.transaction(&steps, &mut phase)).await {
                 Ok(r) => r,
-                Err(_) => Err(DbError::Timeout(inner.timeout)),
+                Err(_) => Err(DbError::Timeout(self.timeout)),
             };
             let e = match result {
                 Ok(false) => return CommitResult::Ok,

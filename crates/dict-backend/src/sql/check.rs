@@ -14,31 +14,30 @@ use crate::DictError;
 impl DictState {
     /// Connects and checks the tables of every map.
     pub async fn check(&self) -> Result<(), DictError> {
-        let inner = self;
-        let deadline = inner.deadline();
+        let deadline = self.deadline();
         let cant = |e: DbError| {
             e.context(format_args!(
                 "{}: can't check the database: ",
-                inner.map_file.display()
+                self.map_file.display()
             ))
         };
-        let mut conn = inner.db.acquire(false, deadline).await.map_err(cant)?;
+        let mut conn = self.db.acquire(false, deadline).await.map_err(cant)?;
         let mut infos = HashMap::new();
-        for map in inner.maps.iter() {
+        for map in self.maps.iter() {
             if !infos.contains_key(&map.table) {
                 let info = match timeout_at(deadline, conn.table_info(&map.table)).await {
                     Ok(r) => r.map_err(cant)?,
-                    Err(_) => return Err(cant(DbError::Timeout(inner.timeout))),
+                    Err(_) => return Err(cant(DbError::Timeout(self.timeout))),
                 };
                 infos.insert(map.table.clone(), info);
             }
         }
-        let fold = |c: &str| match inner.db.dialect() {
+        let fold = |c: &str| match self.db.dialect() {
             Dialect::Postgres => ident_name(c),
             _ => ident_name(c).to_ascii_lowercase(),
         };
         let mut problems = Vec::new();
-        for map in inner.maps.iter() {
+        for map in self.maps.iter() {
             let at = format!("{}: map {}: table {}", map.origin, map.pattern, map.table);
             let info = &infos[&map.table];
             if info.columns.is_empty() {

@@ -26,18 +26,17 @@ impl DictState {
     /// (Dovecot 2.4.0–2.4.4's dict-expire binds now in *microseconds* here, so it deletes
     /// every row that has an expiry time at all, expired or not; we don't copy that.)
     pub async fn expire_scan(&self) -> Result<(), DictError> {
-        let inner = self;
         let mut steps = Vec::new();
         let mut seen = BTreeSet::new();
         let catalog = Catalog::default();
-        for map in inner.maps.iter() {
+        for map in self.maps.iter() {
             let Some(expire) = &map.expire_field else {
                 continue;
             };
             if !seen.insert((map.table.as_str(), expire.as_str())) {
                 continue;
             }
-            let mut sql = SqlText::new(inner.db.dialect(), &catalog, &map.table);
+            let mut sql = SqlText::new(self.db.dialect(), &catalog, &map.table);
             sql.push("DELETE FROM ")
                 .push(&map.table)
                 .push(" WHERE ")
@@ -53,13 +52,13 @@ impl DictState {
         if steps.is_empty() {
             return Ok(());
         }
-        let deadline = inner.deadline();
+        let deadline = self.deadline();
         let fail = |e: DbError| e.context("sql dict: expire scan failed: ");
-        let mut conn = inner.db.acquire(true, deadline).await.map_err(fail)?;
+        let mut conn = self.db.acquire(true, deadline).await.map_err(fail)?;
         let mut phase = Phase::Begin;
         match timeout_at(deadline, conn.transaction(&steps, &mut phase)).await {
             Ok(r) => r.map(|_| ()).map_err(fail),
-            Err(_) => Err(fail(DbError::Timeout(inner.timeout))),
+            Err(_) => Err(fail(DbError::Timeout(self.timeout))),
         }
     }
 }

@@ -115,7 +115,7 @@ impl Default for SqlOptions {
 /// A dict-sql dict: one per configured dict name, shared by all connections.
 #[derive(Debug, Clone)]
 pub struct SqlDict {
-    inner: Arc<DictState>,
+    state: Arc<DictState>,
 }
 
 impl SqlDict {
@@ -146,7 +146,7 @@ impl SqlDict {
                 }
                 _ => e.context(format_args!("{}: ", map_file.connect_origin)),
             })?;
-        let inner = DictState {
+        let state = DictState {
             driver,
             map_file: map_file.path,
             maps: Arc::from(map_file.maps),
@@ -154,15 +154,15 @@ impl SqlDict {
             queries: tokio::sync::OnceCell::new(),
             timeout,
         };
-        if inner.db.dialect() != Dialect::Postgres {
-            let queries = Queries::new(inner.db.dialect(), inner.maps.clone(), Catalog::default());
-            inner.queries.set(Arc::new(queries)).expect("fresh cell");
+        if state.db.dialect() != Dialect::Postgres {
+            let queries = Queries::new(state.db.dialect(), state.maps.clone(), Catalog::default());
+            state.queries.set(Arc::new(queries)).expect("fresh cell");
         }
         let dict = SqlDict {
-            inner: Arc::new(inner),
+            state: Arc::new(state),
         };
         if let Some(every) = options.expire_scan_interval {
-            expire::spawn_expire_scans(&dict.inner, every);
+            expire::spawn_expire_scans(&dict.state, every);
         }
         Ok(dict)
     }
@@ -172,32 +172,32 @@ impl SqlDict {
     /// (Dovecot 2.4.0–2.4.4's dict-expire binds now in *microseconds* here, so it deletes
     /// every row that has an expiry time at all, expired or not; we don't copy that.)
     pub async fn expire_scan(&self) -> Result<(), DictError> {
-        self.inner.expire_scan().await
+        self.state.expire_scan().await
     }
 
     /// The SQL driver this dict uses.
     pub fn driver(&self) -> SqlDriver {
-        self.inner.driver
+        self.state.driver
     }
 
     /// Closes the pools; later operations fail.
     pub async fn close(&self) {
-        self.inner.db.close().await;
+        self.state.db.close().await;
     }
 }
 
 #[async_trait]
 impl Dict for SqlDict {
     async fn lookup(&self, key: &[u8], username: &[u8]) -> Result<Option<Vec<Vec<u8>>>, DictError> {
-        let inner = &self.inner;
+        let state = &self.state;
         let lossy = || String::from_utf8_lossy(key);
-        let Some((m, vars)) = find_map(&inner.maps, key) else {
+        let Some((m, vars)) = find_map(&state.maps, key) else {
             return Err(DictError::refused(format!(
                 "sql dict lookup: Invalid/unmapped key: {}",
                 lossy()
             )));
         };
-        let map = &inner.maps[m];
+        let map = &state.maps[m];
         let private = is_private(key);
         let mut params = key_params(map, &vars).map_err(|e| {
             DictError::refused(format!(
@@ -211,15 +211,15 @@ impl Dict for SqlDict {
         if map.expire_field.is_some() {
             params.push(Param::Int(expire::unix_now()));
         }
-        if inner.db.dialect() == Dialect::Postgres && has_non_utf8(params.iter()) {
+        if state.db.dialect() == Dialect::Postgres && has_non_utf8(params.iter()) {
             // As Dovecot's pgsql dict answers it: no prefix.
             return Err(DictError::refused(types::NOT_UTF8));
         }
-        let deadline = inner.deadline();
+        let deadline = state.deadline();
         let row = async {
-            let queries = inner.queries(deadline).await?;
+            let queries = state.queries(deadline).await?;
             let sql = queries.sql(&Shape::Lookup { map: m, private });
-            inner.read_first(&sql, &params, deadline).await
+            state.read_first(&sql, &params, deadline).await
         }
         .await
         .map_err(|e| e.context("dict sql lookup failed: "))?;
@@ -232,27 +232,27 @@ impl Dict for SqlDict {
         username: &[u8],
         options: IterateOptions,
     ) -> BoxStream<'static, Result<IterRow, DictError>> {
-        let inner = self.inner.clone();
+        let state = self.state.clone();
         let (path, username) = (path.to_vec(), username.to_vec());
         spawn_rows("iterate", |tx| {
-            inner.iterate_into(path, username, options, tx)
+            state.iterate_into(path, username, options, tx)
         })
     }
 
     fn scan_users(&self, key: &[u8]) -> BoxStream<'static, Result<UserValues, DictError>> {
-        let inner = self.inner.clone();
+        let state = self.state.clone();
         let key = key.to_vec();
-        spawn_rows("scan", |tx| inner.scan_users_into(key, tx))
+        spawn_rows("scan", |tx| state.scan_users_into(key, tx))
     }
 
     async fn commit(&self, txn: Transaction) -> CommitResult {
-        self.inner.commit(txn).await
+        self.state.commit(txn).await
     }
 
     /// Connects and checks that every map's table has its columns and a unique key (or
     /// primary key) on exactly the key columns (and the username column for `priv/`), so
     /// that sets can update rows in place.
     async fn check(&self) -> Result<(), DictError> {
-        self.inner.check().await
+        self.state.check().await
     }
 }

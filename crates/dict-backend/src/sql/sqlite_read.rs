@@ -106,7 +106,7 @@ fn first_row(
     for (i, p) in params.iter().enumerate() {
         let at = i + 1;
         // Text is bound as TEXT with its bytes unchanged, UTF-8 or not: what sqlx's
-        // writes store (driver.rs) and what Dovecot stores.
+        // writes store (db/sqlite.rs) and what Dovecot stores.
         match p {
             Param::Text(t) => {
                 stmt.raw_bind_parameter(at, ToSqlOutput::Borrowed(ValueRef::Text(t)))?
