@@ -2,6 +2,8 @@
 //! commit, or on a server database in one transaction retried on a fresh connection
 //! while nothing can have been applied (see [`outcome`](super::outcome)).
 
+use tokio::time::timeout_at;
+
 use super::commit;
 use super::dialect::Dialect;
 use super::expire::unix_now;
@@ -11,7 +13,6 @@ use super::param::has_non_utf8;
 use super::state::{DictState, MAX_RETRIES};
 use super::types::{DbError, Exec, Phase, NOT_UTF8};
 use crate::{CommitResult, Transaction};
-use tokio::time::timeout_at;
 
 impl DictState {
     /// Applies `txn`; what the client is told.
