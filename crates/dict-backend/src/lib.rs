@@ -2,12 +2,14 @@
 //! it never sees protocol framing. The server validates keys (`priv/` needs a username,
 //! nothing outside `priv/` and `shared/`) before they reach a backend.
 
+mod error;
 pub mod file;
 mod memory;
 pub mod redis;
 pub mod sql;
 mod transaction;
 
+pub use error::{DictError, ErrorKind};
 pub use memory::MemoryDict;
 pub use transaction::{Change, Transaction};
 
@@ -65,18 +67,6 @@ pub enum CommitResult {
     WriteUncertain(String),
 }
 
-/// A lookup or iteration failure; the text is what the client gets in its `F` reply.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DictError(pub String);
-
-impl DictError {
-    /// A failure with this text.
-    pub fn new(msg: impl Into<String>) -> Self {
-        DictError(msg.into())
-    }
-}
-
 /// The text Dovecot uses when a backend lacks an operation.
 pub const UNSUPPORTED: &str = "Unsupported operation (dict does not support this feature)";
 
@@ -105,7 +95,10 @@ pub trait Dict: Send + Sync + 'static {
     /// export` read the backend directly with it. The default: unsupported.
     fn scan_users(&self, key: &[u8]) -> BoxStream<'static, Result<UserValues, DictError>> {
         let _ = key;
-        futures::stream::once(futures::future::ready(Err(DictError::new(UNSUPPORTED)))).boxed()
+        futures::stream::once(futures::future::ready(Err(DictError::unsupported(
+            UNSUPPORTED,
+        ))))
+        .boxed()
     }
 
     /// Checks that the backend is reachable and its tables look right; used at start-up and

@@ -97,7 +97,7 @@ impl Dict for MemoryDict {
 
     fn scan_users(&self, key: &[u8]) -> BoxStream<'static, Result<UserValues, DictError>> {
         let Some(rest) = key.strip_prefix(crate::PRIV_PREFIX) else {
-            let e = DictError::new("scan_users needs a priv/ key");
+            let e = DictError::refused("scan_users needs a priv/ key");
             return stream::once(async move { Err(e) }).boxed();
         };
         let data = self.data.lock().expect("memory dict lock");

@@ -142,7 +142,7 @@ async fn tls_connection_verifies_the_server() {
     // the certificate does not name 127.0.0.2
     let d = RedisDict::connect(&params("127.0.0.2")).unwrap();
     let err = d.lookup(b"shared/tls", b"").await.unwrap_err();
-    assert!(err.0.contains("certificate"), "{err}");
+    assert!(err.message().contains("certificate"), "{err}");
     // plain TCP to a TLS port fails within the timeout
     let plain = RedisDict::connect(&RedisParams {
         tls: false,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dict_backend::sql::{SqlDict, SqlOptions};
-use dict_backend::{Change, CommitResult, Dict, IterRow, IterateOptions, Transaction};
+use dict_backend::{Change, CommitResult, Dict, ErrorKind, IterRow, IterateOptions, Transaction};
 use dict_config::{SqlDriver, SqlMapFile};
 use futures::{StreamExt, TryStreamExt};
 use sqlx::{MySqlPool, PgPool, Row, SqlitePool};
@@ -669,10 +669,10 @@ mod cases {
             }
             Kind::Pgsql => {
                 assert_eq!(found, None);
-                assert_eq!(
-                    by_key.unwrap_err().to_string(),
-                    "invalid multibyte character"
-                );
+                let e = by_key.unwrap_err();
+                assert_eq!(e.to_string(), "invalid multibyte character");
+                // Refused before anything was sent.
+                assert_eq!(e.kind(), ErrorKind::Refused);
                 let rows: Vec<_> = env
                     .dict
                     .iterate(b"shared/kv/x\xff/", b"", opts())
@@ -1179,6 +1179,7 @@ mod cases {
             e.to_string(),
             "sql dict lookup: Invalid/unmapped key: shared/nomap/x"
         );
+        assert_eq!(e.kind(), ErrorKind::Refused);
         // priv/ never matches a map without username_field
         let e = env.dict.lookup(b"priv/nouser/x", b"u").await.unwrap_err();
         assert_eq!(
@@ -2031,6 +2032,7 @@ async fn assert_prompt_errors(dict: &SqlDict) {
     let start = Instant::now();
     let e = dict.lookup(b"shared/kv/a/b", b"").await.unwrap_err();
     assert!(e.to_string().starts_with("dict sql lookup failed: "), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
     assert!(start.elapsed() < bound, "lookup took {:?}", start.elapsed());
     let start = Instant::now();
     let r = dict

@@ -55,7 +55,7 @@ pub async fn run(plan: &Plan, out: &mut impl Write, err: &mut impl Write) -> Res
             Err(e) => {
                 writeln!(out, "  backend: FAILED")?;
                 // The SQL check reports every table problem, one per line.
-                for line in e.0.lines() {
+                for line in e.message().lines() {
                     problems += 1;
                     problem(err, entry, line)?;
                 }

@@ -3,9 +3,14 @@
 //! without an installed recorder every `metrics` call is a no-op.
 //!
 //! Series (labels in braces):
-//! - `dict_operations_total{dict,op}`, `dict_operation_errors_total{dict,op}`,
+//! - `dict_operations_total{dict,op}`, `dict_operation_errors_total{dict,op,kind}`,
 //!   `dict_operation_duration_seconds{dict,op}` (histogram), `dict_slow_operations_total{dict,op}`
 //!   with `op` one of `lookup`, `iterate`, `commit` (recorded by [`crate::observe`]);
+//!   an error's `kind` is the backend's error kind for lookups and iterations (`timeout`,
+//!   `connection`, `database`, `refused`, `unsupported`, `other`), `failed` (`F`) or
+//!   `uncertain` (`W`) for commits, and `abandoned` for a lookup or commit dropped
+//!   unfinished (the server's timeout fired or the client left); every kind an operation
+//!   can have is present from the start, at 0;
 //! - `dict_operations_in_flight{dict}`: backend calls started and not finished;
 //! - `dict_connections_open`, `dict_connections_total`;
 //! - `dict_connections_closed_total{reason}`: connections the server closed or refused on
@@ -25,7 +30,7 @@ use tracing::{debug, info};
 
 /// Backend operations by dict and operation.
 pub const OPERATIONS: &str = "dict_operations_total";
-/// Operations that failed: `F` replies, failed or uncertain commits, timeouts.
+/// Operations that failed, by kind: `F` replies, failed or uncertain commits, timeouts.
 pub const OPERATION_ERRORS: &str = "dict_operation_errors_total";
 /// Backend latency.
 pub const OPERATION_SECONDS: &str = "dict_operation_duration_seconds";
@@ -68,7 +73,7 @@ fn describe() {
     );
     describe_counter!(
         OPERATION_ERRORS,
-        "Dict operations that failed or timed out, by dict"
+        "Dict operations that failed or timed out, by dict and kind of failure"
     );
     describe_histogram!(
         OPERATION_SECONDS,

@@ -1,5 +1,5 @@
-//! Every backend call, observed: counts, errors and latency per dict and operation (see
-//! [`crate::metrics`]), and a warning for an operation slower than `warn_slow_ms`, as
+//! Every backend call, observed: counts, errors by kind and latency per dict and operation
+//! (see [`crate::metrics`]), and a warning for an operation slower than `warn_slow_ms`, as
 //! Dovecot's `warn_slow_msecs` does. A decorator around the dict, so neither the backends
 //! nor the connection task know about it.
 
@@ -9,7 +9,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use dict_backend::{CommitResult, Dict, DictError, IterRow, IterateOptions, Transaction};
+use dict_backend::{
+    CommitResult, Dict, DictError, ErrorKind, IterRow, IterateOptions, Transaction,
+};
 use futures::stream::{BoxStream, Stream, StreamExt};
 use metrics::{Counter, Gauge, Histogram};
 use tracing::warn;
@@ -33,12 +35,34 @@ impl Op {
             Op::Commit => "commit",
         }
     }
+
+    /// The `kind` labels a failure of this operation can have: a lookup or iteration
+    /// fails with a [`DictError`] and its kind; a commit has only its result.
+    fn error_kinds(self) -> Vec<&'static str> {
+        match self {
+            Op::Lookup => ErrorKind::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .chain([ABANDONED])
+                .collect(),
+            Op::Iterate => ErrorKind::ALL.iter().map(|k| k.as_str()).collect(),
+            Op::Commit => vec![COMMIT_FAILED, COMMIT_UNCERTAIN, ABANDONED],
+        }
+    }
 }
+
+/// The `kind` of a call dropped unfinished: the server's timeout fired or the client left.
+const ABANDONED: &str = "abandoned";
+/// The `kind` of a commit answered `F` (nothing written).
+const COMMIT_FAILED: &str = "failed";
+/// The `kind` of a commit answered `W` (maybe written).
+const COMMIT_UNCERTAIN: &str = "uncertain";
 
 /// Metric handles of one (dict, operation), taken once.
 struct OpMetrics {
     count: Counter,
-    errors: Counter,
+    /// One counter per `kind` label, all present from the start (at 0).
+    errors: Vec<(&'static str, Counter)>,
     seconds: Histogram,
     slow: Counter,
     /// A stalled backend makes every call slow: one warning per interval, with a count.
@@ -50,12 +74,26 @@ impl OpMetrics {
         let labels = [("dict", dict.to_string()), ("op", op.name().to_string())];
         OpMetrics {
             count: metrics::counter!(m::OPERATIONS, &labels),
-            errors: metrics::counter!(m::OPERATION_ERRORS, &labels),
+            errors: op
+                .error_kinds()
+                .into_iter()
+                .map(|kind| (kind, error_counter(dict, op, kind)))
+                .collect(),
             seconds: metrics::histogram!(m::OPERATION_SECONDS, &labels),
             slow: metrics::counter!(m::SLOW_OPERATIONS, &labels),
             slow_log: LogLimit::new(log_limit::INTERVAL),
         }
     }
+}
+
+/// The error counter of (`dict`, `op`, `kind`).
+fn error_counter(dict: &str, op: Op, kind: &'static str) -> Counter {
+    let labels = [
+        ("dict", dict.to_string()),
+        ("op", op.name().to_string()),
+        ("kind", kind.to_string()),
+    ];
+    metrics::counter!(m::OPERATION_ERRORS, &labels)
 }
 
 struct Shared {
@@ -117,10 +155,11 @@ impl Call {
         }
     }
 
-    /// Records the outcome; `what` describes the call for the slow warning.
-    fn finish(mut self, ok: bool, what: impl FnOnce() -> String) {
+    /// Records the outcome (`Some(kind)` for a failure); `what` describes the call for
+    /// the slow warning.
+    fn finish(mut self, error: Option<&'static str>, what: impl FnOnce() -> String) {
         self.done = true;
-        if let Some(elapsed) = self.record(ok) {
+        if let Some(elapsed) = self.record(error) {
             self.warn_slow(elapsed, &what());
         }
     }
@@ -135,15 +174,18 @@ impl Call {
     }
 
     /// Records the call; returns its duration when it was slow.
-    fn record(&self, ok: bool) -> Option<Duration> {
+    fn record(&self, error: Option<&'static str>) -> Option<Duration> {
         let s = &self.shared;
         let metrics = self.metrics();
         let elapsed = self.started.elapsed();
         s.in_flight.decrement(1.0);
         metrics.count.increment(1);
         metrics.seconds.record(elapsed.as_secs_f64());
-        if !ok {
-            metrics.errors.increment(1);
+        if let Some(kind) = error {
+            match metrics.errors.iter().find(|(k, _)| *k == kind) {
+                Some((_, counter)) => counter.increment(1),
+                None => error_counter(&s.name, self.op, kind).increment(1),
+            }
         }
         let slow = s.warn_slow.is_some_and(|limit| elapsed >= limit);
         if slow {
@@ -171,12 +213,18 @@ impl Call {
 impl Drop for Call {
     fn drop(&mut self) {
         if !self.done {
-            let ok = matches!(self.op, Op::Iterate);
-            if let Some(elapsed) = self.record(ok) {
+            // An iteration's reader may stop early on purpose (`max_rows`).
+            let error = (!matches!(self.op, Op::Iterate)).then_some(ABANDONED);
+            if let Some(elapsed) = self.record(error) {
                 self.warn_slow(elapsed, "an abandoned call (timed out or client gone)");
             }
         }
     }
+}
+
+/// The `kind` label of a failed call.
+fn error_kind<T>(result: &Result<T, DictError>) -> Option<&'static str> {
+    result.as_ref().err().map(|e| e.kind().as_str())
 }
 
 fn describe_key(key: &[u8], username: &[u8]) -> String {
@@ -196,7 +244,7 @@ impl Dict for ObservedDict {
     async fn lookup(&self, key: &[u8], username: &[u8]) -> Result<Option<Vec<Vec<u8>>>, DictError> {
         let call = Call::start(&self.shared, Op::Lookup);
         let result = self.inner.lookup(key, username).await;
-        call.finish(result.is_ok(), || describe_key(key, username));
+        call.finish(error_kind(&result), || describe_key(key, username));
         result
     }
 
@@ -219,8 +267,12 @@ impl Dict for ObservedDict {
         let call = Call::start(&self.shared, Op::Commit);
         let changes = txn.changes.len();
         let result = self.inner.commit(txn).await;
-        let ok = matches!(result, CommitResult::Ok | CommitResult::NotFound);
-        call.finish(ok, || format!("a commit of {changes} change(s)"));
+        let error = match result {
+            CommitResult::Ok | CommitResult::NotFound => None,
+            CommitResult::Failed(_) => Some(COMMIT_FAILED),
+            CommitResult::WriteUncertain(_) => Some(COMMIT_UNCERTAIN),
+        };
+        call.finish(error, || format!("a commit of {changes} change(s)"));
         result
     }
 
@@ -249,14 +301,14 @@ impl Stream for ObservedRows {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         let next = this.rows.poll_next_unpin(cx);
-        let ok = match &next {
-            Poll::Ready(Some(Err(_))) => false,
-            Poll::Ready(None) => true,
+        let error = match &next {
+            Poll::Ready(Some(Err(e))) => Some(e.kind().as_str()),
+            Poll::Ready(None) => None,
             _ => return next,
         };
         if let Some(call) = this.call.take() {
             let what = std::mem::take(&mut this.what);
-            call.finish(ok, || format!("an iteration of {what}"));
+            call.finish(error, || format!("an iteration of {what}"));
         }
         next
     }

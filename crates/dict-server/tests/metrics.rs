@@ -22,7 +22,7 @@ struct Broken;
 #[async_trait]
 impl Dict for Broken {
     async fn lookup(&self, _: &[u8], _: &[u8]) -> Result<Option<Vec<Vec<u8>>>, DictError> {
-        Err(DictError::new("backend down"))
+        Err(DictError::connection("backend down"))
     }
     fn iterate(
         &self,
@@ -100,6 +100,20 @@ fn value(scrape: &str, series: &str) -> Option<f64> {
         let rest = line.strip_prefix(series)?;
         rest.strip_prefix(' ')?.trim().parse().ok()
     })
+}
+
+/// The sum of the series whose labels begin with `labels_prefix` (e.g. every `kind` of
+/// one dict and operation); `None` when there is none.
+fn sum(scrape: &str, name: &str, labels_prefix: &str) -> Option<f64> {
+    let start = format!("{name}{{{labels_prefix},");
+    let values: Vec<f64> = scrape
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&start)?;
+            rest.rsplit_once("} ")?.1.trim().parse().ok()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -187,10 +201,18 @@ async fn endpoint_reports_operations_errors_latency_connections_and_slow_calls()
             &format!("dict_operations_total{{dict=\"{dict}\",op=\"{op}\"}}"),
         )
     };
+    // Errors by dict and operation, all kinds together.
     let errors = |dict: &str, op: &str| {
+        sum(
+            &scrape,
+            "dict_operation_errors_total",
+            &format!("dict=\"{dict}\",op=\"{op}\""),
+        )
+    };
+    let errors_of_kind = |dict: &str, op: &str, kind: &str| {
         value(
             &scrape,
-            &format!("dict_operation_errors_total{{dict=\"{dict}\",op=\"{op}\"}}"),
+            &format!("dict_operation_errors_total{{dict=\"{dict}\",op=\"{op}\",kind=\"{kind}\"}}"),
         )
     };
     assert_eq!(ops("mem", "lookup"), Some(3.0), "{scrape}");
@@ -200,6 +222,20 @@ async fn endpoint_reports_operations_errors_latency_connections_and_slow_calls()
     assert_eq!(ops("broken", "lookup"), Some(1.0), "{scrape}");
     assert_eq!(errors("broken", "lookup"), Some(1.0), "{scrape}");
     assert_eq!(errors("broken", "commit"), Some(1.0), "{scrape}");
+    // Counted by kind: the backend's for a lookup, the result for a commit; every kind
+    // an operation can have is there from the start.
+    for (dict, op, kind, want) in [
+        ("broken", "lookup", "connection", 1.0),
+        ("broken", "lookup", "timeout", 0.0),
+        ("broken", "commit", "failed", 1.0),
+        ("mem", "iterate", "database", 0.0),
+    ] {
+        assert_eq!(
+            errors_of_kind(dict, op, kind),
+            Some(want),
+            "{dict} {op} {kind}: {scrape}"
+        );
+    }
     assert_eq!(
         value(
             &scrape,

@@ -121,7 +121,7 @@ impl Dict for FileDict {
             Ok(cache.entries.get(&key).map(|v| vec![v.clone()]))
         })
         .await?
-        .map_err(DictError)
+        .map_err(|e: String| DictError::database(e))
     }
 
     fn iterate(
@@ -139,7 +139,7 @@ impl Dict for FileDict {
             })
             .await
             .map_err(|e| DictError::new(format!("dict-file: {e}")))?
-            .map_err(DictError);
+            .map_err(|e: String| DictError::database(e));
             found.map(|rows: Vec<IterRow>| stream::iter(rows.into_iter().map(Ok)))
         };
         stream::once(rows)
@@ -154,14 +154,14 @@ impl Dict for FileDict {
         let changes = txn.changes;
         self.with_cache(move |params, cache| commit_locked(params, cache, changes))
             .await
-            .unwrap_or_else(|e| CommitResult::Failed(e.0))
+            .unwrap_or_else(|e| CommitResult::Failed(e.into_message()))
     }
 
     /// The file must be readable (or not exist yet).
     async fn check(&self) -> Result<(), DictError> {
         self.with_cache(|params, cache| cache.refresh(&params.path))
             .await?
-            .map_err(DictError)
+            .map_err(|e: String| DictError::database(e))
     }
 }
 

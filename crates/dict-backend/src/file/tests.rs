@@ -225,7 +225,8 @@ async fn unreadable_file_is_an_error() {
     // a directory where the file should be
     let d = dict(dir.path(), FileLock::Dotlock);
     let e = d.lookup(b"shared/a", b"").await.unwrap_err();
-    assert!(e.0.starts_with("dict-file: read("), "{e}");
+    assert!(e.message().starts_with("dict-file: read("), "{e}");
+    assert_eq!(e.kind(), crate::ErrorKind::Database);
     assert!(d.check().await.is_err());
     assert!(matches!(
         d.commit(txn(vec![set("shared/a", "1")])).await,

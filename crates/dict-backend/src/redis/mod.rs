@@ -72,7 +72,7 @@ impl RedisDict {
     /// Fails on parameters that cannot work: `tls=yes` with `path=` or without any CA
     /// certificate on the system, `user=` without `password=`.
     pub fn connect(params: &RedisParams) -> Result<RedisDict, DictError> {
-        let conn = Connector::new(params).map_err(DictError)?;
+        let conn = Connector::new(params).map_err(DictError::new)?;
         Ok(RedisDict {
             inner: Arc::new(Inner {
                 conn,
@@ -93,7 +93,7 @@ impl std::fmt::Debug for RedisDict {
 }
 
 fn no_namespace(key: &[u8]) -> DictError {
-    DictError(format!(
+    DictError::refused(format!(
         "redis: key must begin with priv/ or shared/: {}",
         String::from_utf8_lossy(key)
     ))
@@ -108,13 +108,13 @@ impl Inner {
         )
     }
 
-    fn connect_failed(&self, what: &str, e: ConnectError) -> String {
+    fn connect_failed(&self, what: &str, e: ConnectError) -> DictError {
         match e {
-            ConnectError::TimedOut => self.timed_out(what),
-            ConnectError::Failed(e) => format!(
+            ConnectError::TimedOut => DictError::timeout(self.timed_out(what)),
+            ConnectError::Failed(e) => DictError::connection(format!(
                 "redis: {what} failed: connecting to {}: {e}",
                 self.conn.target()
-            ),
+            )),
         }
     }
 
@@ -147,7 +147,7 @@ impl Inner {
                 .conn
                 .get(deadline)
                 .await
-                .map_err(|e| DictError(self.connect_failed(what, e)))?;
+                .map_err(|e| self.connect_failed(what, e))?;
             match timeout_at(deadline, f(live.conn.clone())).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) if is_connection_error(&e) => {
@@ -156,12 +156,14 @@ impl Inner {
                         retried = true;
                         continue;
                     }
-                    return Err(DictError(format!("redis: {what} failed: {e}")));
+                    return Err(DictError::connection(format!("redis: {what} failed: {e}")));
                 }
-                Ok(Err(e)) => return Err(DictError(format!("redis: {what} failed: {e}"))),
+                Ok(Err(e)) => {
+                    return Err(DictError::database(format!("redis: {what} failed: {e}")))
+                }
                 Err(_) => {
                     live.discard();
-                    return Err(DictError(self.timed_out(what)));
+                    return Err(DictError::timeout(self.timed_out(what)));
                 }
             }
         }
@@ -192,7 +194,10 @@ impl Inner {
                     async move { check.query_async::<Vec<Value>>(&mut conn).await }
                 })
                 .await;
-            match replies.map_err(|e| e.0).and_then(|r| plan.parse_check(r)) {
+            match replies
+                .map_err(DictError::into_message)
+                .and_then(|r| plan.parse_check(r))
+            {
                 Ok(before) => {
                     if let Err(e) = plan.verify(before) {
                         return CommitResult::Failed(e);
@@ -205,7 +210,9 @@ impl Inner {
         loop {
             let live = match self.conn.get(deadline).await {
                 Ok(live) => live,
-                Err(e) => return CommitResult::Failed(self.connect_failed("commit", e)),
+                Err(e) => {
+                    return CommitResult::Failed(self.connect_failed("commit", e).into_message())
+                }
             };
             let mut conn = live.conn.clone();
             // From here on the EXEC may have reached Redis.
@@ -479,7 +486,7 @@ impl Dict for RedisDict {
     /// `SCAN … MATCH <prefix>*/<rest>` and `MGET`: all keys are held in memory first.
     fn scan_users(&self, key: &[u8]) -> BoxStream<'static, Result<UserValues, DictError>> {
         let Some(rest) = key.strip_prefix(crate::PRIV_PREFIX) else {
-            let e = DictError(format!(
+            let e = DictError::refused(format!(
                 "redis: reading every user's key needs a priv/ key: {}",
                 String::from_utf8_lossy(key)
             ));
@@ -506,7 +513,9 @@ impl Dict for RedisDict {
         if reply == "PONG" {
             Ok(())
         } else {
-            Err(DictError(format!("redis: PING answered {reply:?}")))
+            Err(DictError::database(format!(
+                "redis: PING answered {reply:?}"
+            )))
         }
     }
 }

@@ -21,8 +21,9 @@
 use crate::Change;
 
 use super::dialect::Dialect;
-use super::driver::Exec;
-use super::query::{find_map, is_private, key_params, typed_param, Param, Queries, Shape};
+use super::param::{find_map, is_private, key_params, typed_param, Param};
+use super::query::{Queries, Shape};
+use super::types::Exec;
 
 enum Item {
     /// A set's value, already checked against its map's value type.

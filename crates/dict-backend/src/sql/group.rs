@@ -22,7 +22,8 @@ use sqlx::{Pool, Sqlite};
 use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 
-use super::driver::{Conn, DbError, Exec, Phase};
+use super::db::Conn;
+use super::types::{DbError, Exec, Phase};
 
 /// Commits applied in one transaction at most.
 const MAX_GROUP: usize = 64;

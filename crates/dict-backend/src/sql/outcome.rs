@@ -1,7 +1,7 @@
 //! What a failed attempt of a commit means for the client. `F` promises that nothing was
 //! written; once an attempt may have reached the database, every later failure is `W`.
 
-use super::driver::{DbError, Phase};
+use super::types::{DbError, Phase};
 
 /// The next step after an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,43 +7,43 @@ use std::sync::Arc;
 use dict_config::ValueType;
 use futures::SinkExt;
 
-use super::driver::DbError;
-use super::query::{find_map, is_private, key_params, Param, Shape};
-use super::{cell_text, row_values, unix_now, Inner};
+use super::expire::unix_now;
+use super::param::{find_map, is_private, key_params, Param};
+use super::query::Shape;
+use super::state::DictState;
+use super::types::DbError;
+use super::types::{cell_text, row_values};
 use crate::{DictError, UserValues};
 
 type Sender = futures::channel::mpsc::Sender<Result<UserValues, DictError>>;
 
-impl Inner {
+impl DictState {
     /// Feeds every user's values of `key` into `tx`; stops when the receiver is gone.
     pub(super) async fn scan_users_into(self: Arc<Self>, key: Vec<u8>, mut tx: Sender) {
-        let fail = |e: &dyn std::fmt::Display| {
-            DictError::new(format!(
-                "sql dict: reading every user's {} failed: {e}",
-                String::from_utf8_lossy(&key)
-            ))
-        };
-        if !is_private(&key) {
-            let _ = tx.send(Err(fail(&"not a priv/ key"))).await;
-            return;
+        if let Err(e) = self.scan_users_to(&key, &mut tx).await {
+            let _ = tx.send(Err(e)).await;
         }
-        let Some((m, vars)) = find_map(&self.maps, &key) else {
-            let _ = tx.send(Err(fail(&"Invalid/unmapped key"))).await;
-            return;
+    }
+
+    async fn scan_users_to(&self, key: &[u8], tx: &mut Sender) -> Result<(), DictError> {
+        let prefix = format!(
+            "sql dict: reading every user's {} failed: ",
+            String::from_utf8_lossy(key)
+        );
+        let refused = |e: &str| DictError::refused(format!("{prefix}{e}"));
+        if !is_private(key) {
+            return Err(refused("not a priv/ key"));
+        }
+        let Some((m, vars)) = find_map(&self.maps, key) else {
+            return Err(refused("Invalid/unmapped key"));
         };
-        let mut params = match key_params(&self.maps[m], &vars) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = tx.send(Err(fail(&e))).await;
-                return;
-            }
-        };
+        let mut params = key_params(&self.maps[m], &vars).map_err(|e| refused(&e))?;
         if self.maps[m].expire_field.is_some() {
             params.push(Param::Int(unix_now()));
         }
-        if let Err(e) = self.run_scan(m, &params, &mut tx).await {
-            let _ = tx.send(Err(fail(&e))).await;
-        }
+        self.run_scan(m, &params, tx)
+            .await
+            .map_err(|e| e.context(&prefix))
     }
 
     /// Runs the query and sends its rows.

@@ -14,8 +14,8 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
-use super::driver::{Cell, DbError};
-use super::query::Param;
+use super::param::Param;
+use super::types::{Cell, DbError};
 
 /// Idle connections kept.
 const MAX_IDLE: usize = 4;
@@ -106,7 +106,7 @@ fn first_row(
     for (i, p) in params.iter().enumerate() {
         let at = i + 1;
         // Text is bound as TEXT with its bytes unchanged, UTF-8 or not: what sqlx's
-        // writes store (driver.rs) and what Dovecot stores.
+        // writes store (db/sqlite.rs) and what Dovecot stores.
         match p {
             Param::Text(t) => {
                 stmt.raw_bind_parameter(at, ToSqlOutput::Borrowed(ValueRef::Text(t)))?
@@ -137,5 +137,5 @@ fn first_row(
 
 /// rusqlite's errors as the dict reports them: SQLite's message, as sqlx gives it.
 fn to_db_error(e: rusqlite::Error) -> DbError {
-    DbError::Invalid(e.to_string())
+    DbError::Sqlite(e)
 }

@@ -54,14 +54,14 @@ async fn produce(
         reply,
         timings: Some(ctx.timings()),
     };
-    let failed = |e: DictError| Reply::IterFailed(Cow::Owned(e.0.into_bytes()));
+    let failed = |e: DictError| Reply::IterFailed(Cow::Owned(e.into_message().into_bytes()));
     if tokio::time::timeout_at(ctx.deadline, ctx.wait_for_commits())
         .await
         .is_err()
     {
         drop(started);
         let _ = tx
-            .send(end(failed(DictError::new("Iteration timed out"))))
+            .send(end(failed(DictError::timeout("Iteration timed out"))))
             .await;
         return;
     }
@@ -79,7 +79,7 @@ async fn produce(
                 Some(_) => tokio::time::timeout_at(ctx.deadline, rows.next()).await,
                 None => tokio::time::timeout(ctx.timeout, rows.next()).await,
             };
-            wait.unwrap_or(Some(Err(DictError::new("Iteration timed out"))))
+            wait.unwrap_or(Some(Err(DictError::timeout("Iteration timed out"))))
         };
         started.take();
         let line = match next {

@@ -32,7 +32,7 @@ pub fn lookup(
                 LookupReply::Found(values.into_iter().map(Cow::Owned).collect())
             }
             Ok(Ok(None)) => LookupReply::NotFound,
-            Ok(Err(e)) => LookupReply::Failed(Cow::Owned(e.0.into_bytes())),
+            Ok(Err(e)) => LookupReply::Failed(Cow::Owned(e.into_message().into_bytes())),
             Err(_) => LookupReply::Failed(Cow::Borrowed(b"Lookup timed out")),
         };
         drop(done);
