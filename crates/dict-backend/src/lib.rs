@@ -1,6 +1,28 @@
 //! Dict backends behind one trait, [`Dict`]. A backend knows keys, values and transactions;
 //! it never sees protocol framing. The server validates keys (`priv/` needs a username,
 //! nothing outside `priv/` and `shared/`) before they reach a backend.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use dict_backend::{Change, CommitResult, Dict, MemoryDict, Transaction};
+//!
+//! // The in-memory backend, as the unit tests use it; SQL and Redis dicts behave the same
+//! // behind the trait (see `dict_backend::open`).
+//! let dict = MemoryDict::new();
+//! let txn = Transaction {
+//!     username: b"alice".to_vec(),
+//!     changes: vec![Change::Set {
+//!         key: b"priv/quota/storage".to_vec(),
+//!         value: b"1024".to_vec(),
+//!     }],
+//!     ..Default::default()
+//! };
+//! assert_eq!(dict.commit(txn).await, CommitResult::Ok);
+//! let values = dict.lookup(b"priv/quota/storage", b"alice").await.unwrap();
+//! assert_eq!(values, Some(vec![b"1024".to_vec()]));
+//! # }
+//! ```
 
 mod error;
 pub mod file;

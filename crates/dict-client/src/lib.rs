@@ -3,14 +3,23 @@
 //! connection task over a channel, with a reply channel per request, so any number of
 //! requests can be in flight on one connection.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), dict_client::Error> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let mut registry = dict_server::Registry::new();
+//! # registry.insert("quota", std::sync::Arc::new(dict_backend::MemoryDict::new()));
+//! # let server =
+//! #     dict_server::testing::InProcessServer::start(registry, Default::default()).await;
+//! # let uri = format!("proxy:{}:quota", server.path.display());
 //! use dict_client::{Client, ClientOptions, CommitResult};
-//! let client = Client::open("proxy::quota", ClientOptions::default())?;
-//! let bytes = client.lookup("priv/quota/storage", "alice").await?;
+//!
+//! // `uri` is e.g. "proxy::quota" (the socket `dict` under Dovecot's base_dir).
+//! let client = Client::open(&uri, ClientOptions::default())?;
 //! let mut tx = client.transaction("alice");
 //! tx.set("priv/quota/storage", "1234")?;
 //! assert_eq!(tx.commit().await, CommitResult::Ok);
+//! let bytes = client.lookup("priv/quota/storage", "alice").await?;
+//! assert_eq!(bytes.as_deref(), Some(&b"1234"[..]));
 //! # Ok(()) }
 //! ```
 //!

@@ -6,6 +6,25 @@
 //! H3\t2\t0\t\t<name>\nB1\t<user>\nS1\tpriv/quota/storage\t<bytes>\nS1\tpriv/quota/messages\t<n>\nC1\n
 //! ```
 //!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let mut registry = dict_server::Registry::new();
+//! # registry.insert("quota", std::sync::Arc::new(dict_backend::MemoryDict::new()));
+//! # let server =
+//! #     dict_server::testing::InProcessServer::start(registry, Default::default()).await;
+//! # let uri = format!("proxy:{}:quota", server.path.display());
+//! use dict_client::ClientOptions;
+//! use quota_clone::{QuotaClone, Usage};
+//!
+//! // `uri` is what quota_clone_dict says, e.g. "proxy::quota".
+//! let clone = QuotaClone::open(&uri, ClientOptions::default())?;
+//! clone.write("alice", Usage { bytes: 70_000, messages: 7 }).await?;
+//! let stored = clone.client().lookup(quota_clone::STORAGE_KEY, "alice").await?;
+//! assert_eq!(stored.as_deref(), Some(&b"70000"[..]));
+//! # Ok(()) }
+//! ```
+//!
 //! * [`QuotaClone`] writes one user's usage, optionally unsetting the keys first
 //!   ([`QuotaClone::with_unset`], Dovecot 2.4's `quota_clone_unset`, in a safer order).
 //! * [`Coalescer`] batches rapid updates per user for long-running callers, flushing at most
