@@ -142,6 +142,8 @@ step "doc tests" "$CARGO" test --workspace --doc
 #   step "quota_clone e2e" "$REPO_DIR/tests/scripts/<script>.sh"
 step "rustfmt" "$CARGO" fmt --all --check
 step "clippy" "$CARGO" clippy --workspace --all-targets -- -D warnings
+# the client libraries without their CLIs (no clap, no backends in quota-clone)
+step "libraries alone" "$CARGO" clippy -p dict-client -p quota-clone --lib --no-default-features -- -D warnings
 step "dovecot 2.4 chroot teardown" "$SCRIPT_DIR/dovecot24-chroot.sh" teardown
 # ------------------------------------------------------- END MORE STEPS ---
 

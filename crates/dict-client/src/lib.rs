@@ -36,6 +36,7 @@
 mod client;
 mod connection;
 mod error;
+#[cfg(feature = "cli")]
 pub mod print;
 mod transaction;
 pub mod uri;

@@ -30,9 +30,11 @@
 //! * [`Coalescer`] batches rapid updates per user for long-running callers, flushing at most
 //!   every N seconds per user like the plugin's 10 s timer.
 //! * [`sync`] writes many users with bounded concurrency and counts the outcomes.
-//! * [`export`] reads everybody's cloned quota back, straight from the dict's backend.
+//! * `export` (feature `export`, on by default) reads everybody's cloned quota back,
+//!   straight from the dict's backend.
 
 mod coalesce;
+#[cfg(feature = "export")]
 pub mod export;
 pub mod sync;
 
