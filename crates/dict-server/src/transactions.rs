@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use dict_backend::{key_namespace, Change, Namespace, Transaction};
+use dict_backend::{Change, Transaction};
+use dict_protocol::namespace::{self, KeyRefusal};
 use dict_protocol::TransactionId;
 
 use crate::budget::{BudgetError, ConnectionBudget, CHANGE_OVERHEAD};
@@ -46,14 +47,11 @@ pub enum KeyError {
 
 /// Checks a key (or iterate path) against the namespace rule (protocol-spec §4, §9).
 pub fn check_key(key: &[u8], username: &[u8]) -> Result<(), KeyError> {
-    match key_namespace(key) {
-        None => Err(KeyError::BadPrefix(
-            String::from_utf8_lossy(key).into_owned(),
-        )),
-        Some(Namespace::Private) if username.is_empty() => Err(KeyError::NoUsername(
-            String::from_utf8_lossy(key).into_owned(),
-        )),
-        Some(_) => Ok(()),
+    let key_text = || String::from_utf8_lossy(key).into_owned();
+    match namespace::check_key(key, username) {
+        Ok(_) => Ok(()),
+        Err(KeyRefusal::NoNamespace) => Err(KeyError::BadPrefix(key_text())),
+        Err(KeyRefusal::NoUsername) => Err(KeyError::NoUsername(key_text())),
     }
 }
 

@@ -36,7 +36,7 @@ pub(crate) enum Before {
 
 /// The Redis commands of one transaction.
 #[derive(Debug)]
-pub(crate) struct Plan {
+pub(crate) struct CommitPlan {
     ops: Vec<Op>,
     expire_secs: Option<u32>,
     /// Keys incremented before anything in the transaction sets or deletes them: their
@@ -44,13 +44,13 @@ pub(crate) struct Plan {
     check_keys: Vec<Vec<u8>>,
 }
 
-impl Plan {
+impl CommitPlan {
     /// `expire_secs` is the transaction's own expiry if it has one, else the dict's.
     pub(crate) fn new(
         layout: &KeyLayout,
         txn: &Transaction,
         expire_secs: Option<u32>,
-    ) -> Result<Plan, String> {
+    ) -> Result<CommitPlan, String> {
         let mut ops = Vec::with_capacity(txn.changes.len());
         let mut check_keys = Vec::new();
         let mut written = std::collections::HashSet::new();
@@ -86,7 +86,7 @@ impl Plan {
             }
             ops.push(op);
         }
-        Ok(Plan {
+        Ok(CommitPlan {
             ops,
             expire_secs,
             check_keys,
@@ -112,7 +112,7 @@ impl Plan {
         Some(pipe)
     }
 
-    /// Reads the replies of [`Plan::check_pipeline`].
+    /// Reads the replies of [`CommitPlan::check_pipeline`].
     pub(crate) fn parse_check(&self, replies: Vec<Value>) -> Result<Vec<Before>, String> {
         let n = self.check_keys.len();
         if replies.len() != n + 1 {
@@ -297,7 +297,7 @@ mod tests {
     #[test]
     fn only_increments_of_untouched_keys_are_checked() {
         let layout = KeyLayout::new("p/");
-        let plan = Plan::new(
+        let plan = CommitPlan::new(
             &layout,
             &txn(vec![
                 set("shared/a", "x"),
@@ -321,7 +321,7 @@ mod tests {
     #[test]
     fn verify_replays_the_transaction() {
         let layout = KeyLayout::new("");
-        let plan = Plan::new(
+        let plan = CommitPlan::new(
             &layout,
             &txn(vec![inc("shared/n", 5), inc("shared/n", i64::MAX - 5)]),
             None,
@@ -336,14 +336,14 @@ mod tests {
             .verify(vec![Before::OtherType("list".into())])
             .unwrap_err()
             .contains("holds a list"));
-        let empty = Plan::new(&layout, &txn(vec![inc("shared/n", 0)]), None).unwrap();
+        let empty = CommitPlan::new(&layout, &txn(vec![inc("shared/n", 0)]), None).unwrap();
         assert!(empty.is_empty());
     }
 
     #[test]
     fn pipeline_is_multi_exec_with_expire_after_set_and_incrby() {
         let layout = KeyLayout::new("pfx/");
-        let plan = Plan::new(
+        let plan = CommitPlan::new(
             &layout,
             &txn(vec![
                 set("priv/quota/storage", "100"),

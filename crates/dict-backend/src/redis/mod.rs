@@ -27,7 +27,7 @@ use tokio::time::{timeout_at, Instant};
 
 use dict_config::RedisParams;
 
-use self::commit::Plan;
+use self::commit::CommitPlan;
 use self::conn::{is_connection_error, ConnectError, Connector};
 use self::keys::{KeyLayout, Scope};
 use crate::{CommitResult, Dict, DictError, IterRow, IterateOptions, Transaction, UserValues};
@@ -179,7 +179,7 @@ impl Inner {
     async fn commit(&self, txn: Transaction) -> CommitResult {
         // 2.4 sends an expiry with `B`; it replaces the dict's own.
         let expire = txn.expire_secs.filter(|&s| s > 0).or(self.expire_secs);
-        let plan = match Plan::new(&self.keys, &txn, expire) {
+        let plan = match CommitPlan::new(&self.keys, &txn, expire) {
             Ok(plan) => plan,
             Err(e) => return CommitResult::Failed(e),
         };
