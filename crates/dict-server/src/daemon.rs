@@ -53,6 +53,10 @@ pub async fn serve(plan: Plan, replan: impl Fn() -> Result<Plan>) -> Result<()> 
         described.push(socket.describe());
     }
 
+    if let Some(hint) = setup::dovecot_hint(&plan) {
+        info!("{hint}");
+    }
+
     let shutdown = CancellationToken::new();
     let mut servers = tokio::task::JoinSet::new();
     for socket in sockets {

@@ -364,3 +364,27 @@ async fn open_dict(
     // Databases are connected to on first use, so the server starts while one is down.
     Ok(dict_backend::open(spec, options).await?)
 }
+
+/// What to paste into `dovecot.conf` to use the embedded default over its socket, with a
+/// word on who may connect; `None` unless the plan is the embedded default.
+pub fn dovecot_hint(plan: &Plan) -> Option<String> {
+    plan.data_dir.as_ref()?;
+    let listener = plan.listeners.first()?;
+    let socket = std::path::absolute(&listener.path).unwrap_or_else(|_| listener.path.clone());
+    let who = |name: &Option<String>, default: &str| match name.as_deref() {
+        None | Some("") => default.to_string(),
+        Some(name) => name.to_string(),
+    };
+    Some(format!(
+        "no dict configured: serving the embedded default. To use it, add to dovecot.conf:\n\
+         mail_plugins = $mail_plugins quota quota_clone\n\
+         plugin {{\n  quota_clone_dict = proxy:{socket}:quota\n}}\n\
+         The socket {socket} has mode {mode:04o}, owner {user}, group {group}: Dovecot's mail \
+         processes (imap, lmtp, doveadm) must be able to connect to it; set [listener] \
+         mode/user/group or --listen-mode/--listen-user/--listen-group.",
+        socket = socket.display(),
+        mode = listener.mode,
+        user = who(&listener.user, "the user dict-server runs as"),
+        group = who(&listener.group, "that user's"),
+    ))
+}

@@ -509,6 +509,45 @@ async fn metrics_listen_flag_serves_the_endpoint() {
     assert!(log.contains(" INFO ") && !log.contains('\u{1b}'), "{log}");
 }
 
+#[test]
+fn the_embedded_default_prints_the_dovecot_conf_lines_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("dict.sock");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--listen")
+        .arg(&socket)
+        .arg("--listen-mode")
+        .arg("0666")
+        .env("RUST_LOG", "info");
+    let mut server = Server::spawn(cmd, dir.path().join("server.log"));
+    server.wait_for(|| UnixStream::connect(&socket).is_ok(), "listening");
+    server.wait_for_log("quota_clone_dict", 1);
+    let log = server.log();
+    assert!(server.stop().success());
+    let expected = format!(
+        "\nmail_plugins = $mail_plugins quota quota_clone\nplugin {{\n  \
+         quota_clone_dict = proxy:{}:quota\n}}\n",
+        socket.display()
+    );
+    assert_eq!(log.matches(&expected).count(), 1, "{log}");
+    assert_eq!(log.matches("quota_clone_dict").count(), 1, "{log}");
+    assert!(
+        log.contains(&format!(
+            "The socket {} has mode 0666, owner the user dict-server runs as",
+            socket.display()
+        )),
+        "{log}"
+    );
+    assert!(log.contains("must be able to connect"), "{log}");
+    let hint = log
+        .lines()
+        .find(|l| l.contains("embedded default"))
+        .unwrap();
+    assert!(hint.contains(" INFO "), "{log}");
+}
+
 fn server_log(s: &Scratch) -> String {
     std::fs::read_to_string(s.path("server.log")).unwrap()
 }
