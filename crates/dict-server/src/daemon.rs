@@ -28,7 +28,7 @@ pub async fn serve(plan: Plan, replan: impl Fn() -> Result<Plan>) -> Result<()> 
         Err(e) => warn!("cannot read or raise the open-file limit: {e}"),
     }
     let metrics_endpoint = match plan.metrics.listen {
-        Some(addr) => Some((metrics::install()?, metrics::bind(addr).await?)),
+        Some(addr) => Some((metrics::start(addr)?, addr)),
         None => None,
     };
     let registry = reload::shared(Arc::new(setup::open_dicts(&plan).await?));
@@ -66,8 +66,8 @@ pub async fn serve(plan: Plan, replan: impl Fn() -> Result<Plan>) -> Result<()> 
             drop(socket);
         });
     }
-    if let Some((handle, listener)) = metrics_endpoint {
-        servers.spawn(metrics::serve(listener, handle, shutdown.clone()));
+    if let Some((exporter, addr)) = metrics_endpoint {
+        servers.spawn(metrics::serve(exporter, addr, shutdown.clone()));
     }
     let configured: Vec<PathBuf> = plan.listeners.iter().map(|l| l.path.clone()).collect();
     let reloads = reload::on_sighup(hangups, registry, replan, configured, shutdown.clone());

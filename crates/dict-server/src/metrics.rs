@@ -1,5 +1,5 @@
-//! Prometheus metrics: the series the server records, the recorder, and a small HTTP
-//! endpoint that serves them (`GET /metrics`). Off unless a listen address is configured;
+//! Prometheus metrics: the series the server records, the recorder, and the exporter's
+//! HTTP listener that serves them (`GET /metrics`; `/health` answers `OK`). Off unless a listen address is configured;
 //! without an installed recorder every `metrics` call is a no-op.
 //!
 //! Series (labels in braces):
@@ -19,14 +19,11 @@
 //! - `dict_config_reloads_total{result}` (`ok` or `failed`).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use metrics_exporter_prometheus::{ExporterFuture, PrometheusBuilder};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{error, info};
 
 /// Backend operations by dict and operation.
 pub const OPERATIONS: &str = "dict_operations_total";
@@ -53,16 +50,32 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Installs the process-wide Prometheus recorder. Call once, before the dicts are opened
-/// (their metric handles are taken when they are built).
-pub fn install() -> Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
+/// Installs the process-wide Prometheus recorder and binds the exporter's own HTTP
+/// listener on `addr` (a start-up error when the address is taken). The exporter also runs
+/// the recorder's upkeep every few seconds, so histogram samples don't pile up between
+/// scrapes. Call once, inside the runtime, before the dicts are opened (their metric
+/// handles are taken when they are built).
+pub fn start(addr: SocketAddr) -> Result<ExporterFuture> {
+    let (recorder, exporter) = PrometheusBuilder::new()
+        .with_http_listener(addr)
         .set_buckets(LATENCY_BUCKETS)
         .context("histogram buckets")?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+        .build()
+        .with_context(|| format!("metrics endpoint: cannot listen on {addr}"))?;
+    metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
     describe();
-    Ok(handle)
+    Ok(exporter)
+}
+
+/// Serves the endpoint [`start`] bound on `addr` until `shutdown`.
+pub async fn serve(exporter: ExporterFuture, addr: SocketAddr, shutdown: CancellationToken) {
+    info!(%addr, "metrics endpoint: http://{addr}/metrics");
+    tokio::select! {
+        ended = exporter => if let Err(e) = ended {
+            error!("metrics endpoint stopped: {e:?}");
+        },
+        _ = shutdown.cancelled() => {}
+    }
 }
 
 fn describe() {
@@ -92,95 +105,6 @@ fn describe() {
         "Client connections the server refused or closed on its own, by reason"
     );
     describe_counter!(RELOADS, "Configuration reloads (SIGHUP) by result");
-}
-
-/// Binds the metrics endpoint (a start-up error when the address is taken).
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("metrics endpoint: cannot listen on {addr}"))
-}
-
-/// Serves `GET /metrics` on `listener` until `shutdown`; also drains histogram samples
-/// every few seconds so that they don't pile up between scrapes.
-pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: CancellationToken) {
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "metrics endpoint: http://{addr}/metrics");
-    }
-    let mut upkeep = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let handle = handle.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = respond(stream, &handle).await {
-                            debug!("metrics request: {e}");
-                        }
-                    });
-                }
-                Err(e) => {
-                    debug!("metrics endpoint: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            _ = upkeep.tick() => handle.run_upkeep(),
-            _ = shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// One HTTP/1.x exchange, then close: enough for Prometheus and curl.
-async fn respond(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    let read_head = async {
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    if tokio::time::timeout(Duration::from_secs(5), read_head)
-        .await
-        .is_err()
-    {
-        return Ok(());
-    }
-    let (status, content_type, body) = route(&head, handle);
-    let mut response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if !head.starts_with(b"HEAD ") {
-        response.extend_from_slice(body.as_bytes());
-    }
-    stream.write_all(&response).await?;
-    stream.shutdown().await
-}
-
-fn route(head: &[u8], handle: &PrometheusHandle) -> (&'static str, &'static str, String) {
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let (method, target) = (parts.next().unwrap_or_default(), parts.next());
-    let path = target.map(|t| t.split(|&b| b == b'?').next().unwrap_or_default());
-    const TEXT: &str = "text/plain; charset=utf-8";
-    match (method, path) {
-        (b"GET" | b"HEAD", Some(b"/metrics")) => {
-            handle.run_upkeep();
-            (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                handle.render(),
-            )
-        }
-        (b"GET" | b"HEAD", Some(_)) => ("404 Not Found", TEXT, "try /metrics\n".into()),
-        _ => ("405 Method Not Allowed", TEXT, "GET /metrics\n".into()),
-    }
 }
 
 /// Counts a connection the server closed (or refused) on its own.

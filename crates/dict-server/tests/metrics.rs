@@ -13,7 +13,7 @@ use dict_backend::{
 use dict_server::{listener, metrics, observe, Registry, ServerSettings};
 use futures::stream::{BoxStream, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::net::{TcpStream, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 /// Fails every operation.
@@ -86,7 +86,9 @@ async fn exchange(path: &std::path::Path, input: &[u8]) -> String {
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .unwrap();
     let mut out = String::new();
@@ -126,7 +128,11 @@ async fn endpoint_reports_operations_errors_latency_connections_and_slow_calls()
         .finish();
     let _log_guard = tracing::subscriber::set_default(subscriber);
 
-    let handle = metrics::install().unwrap();
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let exporter = metrics::start(addr).unwrap();
     let slow_limit = Some(Duration::from_millis(10));
     let mut registry = Registry::new();
     registry.insert(
@@ -162,9 +168,7 @@ async fn endpoint_reports_operations_errors_latency_connections_and_slow_calls()
             .await;
         }
     });
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = http.local_addr().unwrap();
-    let endpoint = tokio::spawn(metrics::serve(http, handle, shutdown.clone()));
+    let endpoint = tokio::spawn(metrics::serve(exporter, addr, shutdown.clone()));
 
     let out = exchange(
         &path,
@@ -191,8 +195,11 @@ async fn endpoint_reports_operations_errors_latency_connections_and_slow_calls()
 
     let scrape = http_get(addr, "/metrics").await;
     assert!(scrape.starts_with("HTTP/1.1 200 OK\r\n"), "{scrape}");
+    // Prometheus reads text/plain as its text format.
     assert!(
-        scrape.contains("Content-Type: text/plain; version=0.0.4"),
+        scrape
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain"),
         "{scrape}"
     );
     let ops = |dict: &str, op: &str| {
@@ -280,8 +287,9 @@ async fn endpoint_reports_operations_errors_latency_connections_and_slow_calls()
     );
     assert!(scrape.contains("# HELP dict_operations_total"), "{scrape}");
 
-    let not_found = http_get(addr, "/").await;
-    assert!(not_found.starts_with("HTTP/1.1 404 "), "{not_found}");
+    let health = http_get(addr, "/health").await;
+    assert!(health.starts_with("HTTP/1.1 200 "), "{health}");
+    assert!(health.ends_with("\r\n\r\nOK"), "{health}");
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     let slow: Vec<&str> = logs.lines().filter(|l| l.contains("slow dict")).collect();

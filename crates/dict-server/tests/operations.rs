@@ -473,28 +473,23 @@ async fn metrics_listen_flag_serves_the_endpoint() {
     let map = s.kv_map("kv.conf.ext", "old_kv");
     let toml = s.toml(&[("kv", format!("sqlite:{}", map.display()))], "");
     let socket = s.path("dict.sock");
+    let addr = free_tcp_port().to_string();
     let mut cmd = Command::new(BIN);
     cmd.arg("--config")
         .arg(&toml)
         .arg("--metrics-listen")
-        .arg("127.0.0.1:0")
+        .arg(&addr)
         .env("RUST_LOG", "info");
     let mut server = Server::spawn(cmd, s.path("server.log"));
-    server.wait_for_log("metrics endpoint: http://", 1);
+    server.wait_for_log(&format!("metrics endpoint: http://{addr}/metrics"), 1);
     server.wait_for(|| UnixStream::connect(&socket).is_ok(), "listening");
-    let log = server.log();
-    let addr = log
-        .split("metrics endpoint: http://")
-        .nth(1)
-        .and_then(|rest| rest.split("/metrics").next())
-        .unwrap()
-        .to_string();
     assert_eq!(
         Client::connect(&socket, "kv").lookup("shared/kv/a"),
         "Ofrom-old"
     );
     let mut http = std::net::TcpStream::connect(&addr).unwrap();
-    http.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut scrape = String::new();
     std::io::Read::read_to_string(&mut http, &mut scrape).unwrap();
     assert!(scrape.starts_with("HTTP/1.1 200 OK"), "{scrape}");
@@ -507,6 +502,37 @@ async fn metrics_listen_flag_serves_the_endpoint() {
     // Text logs to a file (or journald) carry no colour codes.
     let log = server_log(&s);
     assert!(log.contains(" INFO ") && !log.contains('\u{1b}'), "{log}");
+}
+
+/// A loopback address no one listens on right now (the exporter binds its own listener, so
+/// port 0 would leave the test without the port).
+fn free_tcp_port() -> std::net::SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn a_taken_metrics_address_is_a_start_up_error() {
+    let s = Scratch::new(KV_TABLES).await;
+    let map = s.kv_map("kv.conf.ext", "old_kv");
+    let toml = s.toml(&[("kv", format!("sqlite:{}", map.display()))], "");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&toml)
+        .arg("--metrics-listen")
+        .arg(addr.to_string())
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("metrics endpoint: cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(!s.path("dict.sock").exists(), "{stderr}");
 }
 
 #[test]
