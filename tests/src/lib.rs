@@ -243,6 +243,35 @@ impl DictServer {
         Self::spawn(dir, &args, socket, name, backend, sqlite_db, redis_prefix)
     }
 
+    /// Starts the server bare, as a new user does: the embedded default (dict `quota` on
+    /// SQLite, its map file and tables written into a fresh data directory).
+    pub fn start_embedded() -> DictServer {
+        let dir = tempfile::Builder::new()
+            .prefix("dict-rs-")
+            .tempdir_in(scratch())
+            .expect("tempdir");
+        let data = dir.path().join("data");
+        let socket = dir.path().join("dict.sock");
+        let args = [
+            "--data-dir".to_string(),
+            data.display().to_string(),
+            "--listen".to_string(),
+            socket.display().to_string(),
+            "--listen-mode".to_string(),
+            "0666".to_string(),
+        ];
+        let db = Some(data.join("dict.db"));
+        Self::spawn(
+            dir,
+            &args,
+            socket,
+            "quota",
+            Backend::Sqlite,
+            db,
+            String::new(),
+        )
+    }
+
     fn spawn(
         dir: tempfile::TempDir,
         args: &[String],

@@ -347,3 +347,54 @@ fn doveadm_dict_on_postgresql_2_4_config() {
         DictServer::start24(Backend::Pgsql, "quota", ""),
     );
 }
+
+/// The server started bare, as a new user starts it: quota_clone's keys land in the `quota`
+/// row, other keys in the catch-all tables. Iterating `priv/quota/` fails on this map file
+/// exactly as on Dovecot's own dict server with the same file: the quota maps have no
+/// variable, so a one-level iteration skips them, and the `priv/$key` catch-all takes
+/// `quota` as its whole key (see protocol-spec/, SQL dict notes).
+#[test]
+fn doveadm_dict_on_the_embedded_default() {
+    let server = DictServer::start_embedded();
+    let uri = server.uri();
+    let alice = unique("alice");
+    let set = |key: &str, value: &str| {
+        let r = doveadm(&["dict", "set", "-u", &alice, &uri, key, value]);
+        assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{r:?}");
+    };
+    let get = |key: &str| doveadm(&["-f", "flow", "dict", "get", "-u", &alice, &uri, key]);
+    set("priv/quota/storage", "1000");
+    set("priv/quota/messages", "7");
+    set("priv/vendor/note", "hello");
+    let r = doveadm(&["dict", "set", &uri, "shared/motd", "hi"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(get("priv/quota/storage").stdout, "1000\n");
+    assert_eq!(get("priv/quota/messages").stdout, "7\n");
+    assert_eq!(get("priv/vendor/note").stdout, "hello\n");
+    assert_eq!(
+        server.sql(&format!(
+            "SELECT bytes, messages FROM quota WHERE username = '{alice}'"
+        )),
+        "1000\t7"
+    );
+    assert_eq!(
+        server.sql(&format!(
+            "SELECT dict_key, value FROM dict_priv WHERE username = '{alice}'"
+        )),
+        "vendor/note\thello"
+    );
+    assert_eq!(
+        server.sql("SELECT value FROM dict_shared WHERE dict_key = 'motd'"),
+        "hi"
+    );
+
+    let r = doveadm(&["dict", "iter", "-u", &alice, &uri, "priv/quota/"]);
+    assert_eq!(r.code, 75, "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "dict-server returned failure: sql dict iterate failed for priv/quota/: \
+             Key continues past the matched pattern priv/$"
+        ),
+        "{r:?}"
+    );
+}
