@@ -48,7 +48,7 @@ SERVICES=(mariadb postgres redis dict-server dovecot)
 IMAGES=(dict-rs:latest dict-rs-dovecot:latest dict-rs-mariadb:latest dict-rs-postgres:latest dict-rs-redis:latest)
 # the mail `check` saves, and its size as Dovecot counts it (quota_vsizes: CRLF line ends)
 MAIL='Subject: compose check\r\n\r\nhello from compose-ci\r\n'
-MAIL_VSIZE=48
+MAIL_VSIZE=49
 USER_A=alice@example.test
 
 log() { echo "compose-ci: $*" >&2; }
@@ -163,6 +163,8 @@ expect_output() {
 
 cmd_check() {
 	local dc=(compose exec -T dovecot)
+	# from an empty INBOX, so the rows are exact on a second run too
+	"${dc[@]}" doveadm expunge -u "$USER_A" mailbox INBOX all
 	"${dc[@]}" sh -c "printf '$MAIL' | doveadm save -u $USER_A"
 	"${dc[@]}" doveadm quota get -u "$USER_A" >&2
 	expect_output "MariaDB quota row (quota_clone, proxy::mysql)" "$USER_A	$MAIL_VSIZE	1" \
@@ -172,9 +174,11 @@ cmd_check() {
 		compose exec -T postgres psql -X -U dovecot -d dovecot -At \
 		-c "SELECT username, bytes, messages FROM quota WHERE username = '$USER_A'"
 	"${dc[@]}" doveadm mailbox metadata set -u "$USER_A" INBOX /private/comment "set by compose-ci"
-	local key
-	key=$(compose exec -T redis redis-cli --scan --pattern 'dict-rs/priv/*comment*' | tr -d '\r')
-	[ -n "$key" ] || die "no METADATA key in Redis: $(compose exec -T redis redis-cli --scan | tr '\n' ' ')"
+	# Dovecot's key priv/<mailbox guid>/comment, as Redis keeps it: <prefix><user>/<rest>
+	local guid key
+	guid=$("${dc[@]}" doveadm -f flow mailbox status -u "$USER_A" guid INBOX | sed -n 's/.*guid=//p' | tr -d '\r')
+	[ -n "$guid" ] || die "no GUID for $USER_A's INBOX"
+	key="dict-rs/$USER_A/$guid/comment"
 	expect_output "Redis METADATA $key (proxy::redis)" "set by compose-ci" \
 		compose exec -T redis redis-cli get "$key"
 	local metrics
@@ -182,8 +186,12 @@ cmd_check() {
 	for m in dict_connections_total dict_operations_total; do
 		grep -q "^$m" <<<"$metrics" || die "/metrics has no $m: $metrics"
 	done
-	grep -E '^dict_operations_total\{[^}]*dict="(mysql|pgsql|redis)"' <<<"$metrics" >&2 ||
-		die "/metrics counts no operation of the stack's dicts"
+	# the saves above went through all three dicts
+	local d
+	for d in mysql pgsql redis; do
+		grep -E "^dict_operations_total\{dict=\"$d\",op=\"commit\"\} [1-9]" <<<"$metrics" >&2 ||
+			die "/metrics counts no commit on dict $d: $(grep ^dict_operations_total <<<"$metrics")"
+	done
 }
 
 cmd_suite() {
