@@ -198,8 +198,8 @@ cmd_suite() {
 	bash "$SCRIPT_DIR/compose-env.sh" reset
 	eval "$(bash "$SCRIPT_DIR/compose-env.sh" env)"
 	export DICT_TEST_REQUIRE_SERVICES=1
-	cargo test -p dict-backend --test sql_suite --test redis_suite -- --test-threads=2
-	cargo test -p dict-tests --test doveadm -- --test-threads=2
+	"${CARGO:-cargo}" test -p dict-backend --test sql_suite --test redis_suite -- --test-threads=2
+	"${CARGO:-cargo}" test -p dict-tests --test doveadm -- --test-threads=2
 }
 
 cmd_down() {
