@@ -14,7 +14,7 @@
 #              the tarball is kept in $DICT_COMPOSE_BASE_CACHE for the next run
 #   binary     a stripped copy of the built dict-server as target/compose/dict-server
 #              (the image's DICT_SERVER_BIN)
-#   up         $COMPOSE up -d --build
+#   up         $COMPOSE build --parallel; $COMPOSE up -d
 #   wait       until every service of the stack is healthy (Compose v1 has no --wait)
 #   check      mail saved in the Dovecot container: the exact quota rows in MariaDB
 #              (quota_clone) and PostgreSQL (the dict quota root), a METADATA entry in Redis,
@@ -123,8 +123,10 @@ cmd_binary() {
 
 cmd_up() {
 	export DICT_SERVER_BIN=target/compose/dict-server
-	log "${COMPOSE[*]} up -d --build"
-	compose up -d --build
+	# Compose v1 builds one image after the other unless told (v2 always in parallel)
+	log "${COMPOSE[*]} build --parallel; ${COMPOSE[*]} up -d"
+	compose build --parallel
+	compose up -d
 }
 
 health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$1" 2>/dev/null; }
