@@ -205,10 +205,14 @@ cmd_suite() {
 }
 
 cmd_down() {
+	local t0=$SECONDS
 	compose down -v --remove-orphans
+	log "stack down in $((SECONDS - t0))s"
 	if [ "${DICT_COMPOSE_KEEP_IMAGES:-0}" != 1 ]; then
+		t0=$SECONDS
 		# the base image too: `base` imports it again from its cached tarball in seconds
 		docker image rm "${IMAGES[@]}" debian:bookworm-slim >/dev/null 2>&1 || true
+		log "images removed in $((SECONDS - t0))s"
 	fi
 }
 
