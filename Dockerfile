@@ -1,18 +1,13 @@
-# dict-server as a container image (used by docker-compose.yml).
+# dict-server as a container image (used by docker-compose.yml), from a binary built on
+# the host: a cargo build inside the image would take many minutes and need crates.io.
 #
-#   docker build -t dict-rs .
+#   cargo build --release --locked -p dict-server
+#   docker build -t dict-rs:latest .
 #   docker run -v $PWD/deploy/dict-rs:/etc/dict-rs:ro -v dict-socket:/run/dict-rs dict-rs
 #
-# Stage 1 builds the release binary with the workspace's locked dependencies; stage 2 is
-# Debian 12 (the distribution the project is tested on) with only that binary.
-FROM rust:1-bookworm AS build
-WORKDIR /src
-COPY . .
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p dict-server \
-    && install -m 0755 target/release/dict-server /usr/local/bin/dict-server
-
+# DICT_SERVER_BIN is the binary's path in the repository (the build context; .dockerignore
+# lets only target/{release,debug}/dict-server in). It must be built for Debian 12 (glibc
+# 2.36 or older), as on the Debian 12 machine the project is tested on.
 FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
@@ -20,7 +15,8 @@ RUN apt-get update \
     && useradd --system --home-dir /var/lib/dict-rs --create-home --shell /usr/sbin/nologin dict-rs \
     # the socket directory; a named volume mounted here starts with this owner
     && install -d -o dict-rs -g dict-rs -m 0755 /run/dict-rs
-COPY --from=build /usr/local/bin/dict-server /usr/local/bin/dict-server
+ARG DICT_SERVER_BIN=target/release/dict-server
+COPY ${DICT_SERVER_BIN} /usr/local/bin/dict-server
 USER dict-rs
 WORKDIR /var/lib/dict-rs
 # the Prometheus endpoint, when [metrics] listen is set

@@ -11,7 +11,8 @@
 #    $DICT_TEST_SCRATCH); they are stopped again on ANY exit (trap)
 # 3. eval "$(services.sh env)", services.sh reset (empty tables, fresh SQLite)
 # 4. cargo test --workspace --all-targets -- --test-threads=2
-# 5. further steps (see "MORE STEPS" below)
+# 5. further steps (see "MORE STEPS" below), the last one the docker compose stack
+#    (tests/scripts/compose-ci.sh ci: docker.io installed and dockerd started if needed)
 # Prints a summary; exit status non-zero if any step failed.
 #
 # Environment: everything services.sh reads (DICT_TEST_SCRATCH,
@@ -145,6 +146,10 @@ step "clippy" "$CARGO" clippy --workspace --all-targets -- -D warnings
 # the client libraries without their CLIs (no clap, no backends in quota-clone)
 step "libraries alone" "$CARGO" clippy -p dict-client -p quota-clone --lib --no-default-features -- -D warnings
 step "dovecot 2.4 chroot teardown" "$SCRIPT_DIR/dovecot24-chroot.sh" teardown
+# the docker compose stack for real (README: "Running the stack with docker compose"):
+# images built here from Debian packages, mail saved in its Dovecot, the rows in its
+# databases, a subset of the service tests against it; dockerd stopped if it started it
+step "docker compose stack" "$SCRIPT_DIR/compose-ci.sh" ci
 # ------------------------------------------------------- END MORE STEPS ---
 
 exit 0

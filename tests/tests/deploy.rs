@@ -59,16 +59,61 @@ fn every_file_the_compose_file_mounts_or_builds_exists() {
         let local = line
             .strip_prefix("./")
             .map(|rest| rest.split(':').next().unwrap_or(rest));
-        let built = line.strip_prefix("build: ");
+        let built = line
+            .strip_prefix("build: ")
+            .or_else(|| line.strip_prefix("context: "));
         for path in local.into_iter().chain(built) {
             let path = repo_dir().join(path);
             assert!(path.exists(), "{} is missing", path.display());
             checked += 1;
         }
     }
-    assert!(checked >= 8, "{checked} paths found in docker-compose.yml");
+    assert!(checked >= 12, "{checked} paths found in docker-compose.yml");
     assert!(repo_dir().join("Dockerfile").exists());
-    assert!(repo_dir().join("deploy/dovecot/Dockerfile").exists());
+    for service in ["dovecot", "mariadb", "postgres", "redis"] {
+        assert!(repo_dir()
+            .join(format!("deploy/{service}/Dockerfile"))
+            .exists());
+    }
+}
+
+/// Docker-compose 1.29 (Debian 12's) runs the file as Compose v2 does, and every image is
+/// built here from debian:bookworm-slim (no registry needed), published on loopback only.
+#[test]
+fn the_compose_file_works_offline_with_compose_v1() {
+    let compose = read("docker-compose.yml");
+    assert!(
+        !compose.lines().any(|l| l.starts_with("name:")),
+        "Compose v1 rejects a top-level name:"
+    );
+    assert!(read(".env").contains("COMPOSE_PROJECT_NAME=dict-rs"));
+    let images = compose.lines().filter(|l| l.trim().starts_with("image: "));
+    let builds = compose.lines().filter(|l| l.trim().starts_with("build:"));
+    assert_eq!(images.count(), builds.count(), "an image not built here");
+    for dockerfile in [
+        "Dockerfile",
+        "deploy/dovecot/Dockerfile",
+        "deploy/mariadb/Dockerfile",
+        "deploy/postgres/Dockerfile",
+        "deploy/redis/Dockerfile",
+    ] {
+        let from: Vec<_> = read(dockerfile)
+            .lines()
+            .filter(|l| l.starts_with("FROM "))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(from, ["FROM debian:bookworm-slim"], "{dockerfile}");
+    }
+    // every published port: "<host>:${DICT_COMPOSE_<NAME>_PORT:-<default>}:<container>"
+    let ports: Vec<_> = compose
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("- \"") && l.contains("_PORT:-"))
+        .collect();
+    assert_eq!(ports.len(), 5, "{ports:?}");
+    for port in ports {
+        assert!(port.starts_with("- \"127.0.0.1:"), "{port}");
+    }
 }
 
 #[test]
