@@ -7,7 +7,12 @@
 //! let out = tempfile::tempdir().unwrap();
 //! let files = dict_rs_docs::write_all(out.path()).unwrap();
 //! assert!(files.contains(&out.path().join("man/dict-server.1")));
+//! assert!(files.contains(&out.path().join("man/quota-clone-export.1")));
+//! let page = std::fs::read_to_string(out.path().join("man/dict-server.1")).unwrap();
+//! assert!(page.contains("dovecot\\-config"), "{page}"); // roff escapes the dash
 //! assert!(out.path().join("completions/bash/dictctl").is_file());
+//! assert!(out.path().join("completions/zsh/_quota-clone").is_file());
+//! assert!(out.path().join("completions/fish/dict-server.fish").is_file());
 //! ```
 
 use std::fs;
