@@ -145,6 +145,8 @@ step "rustfmt" "$CARGO" fmt --all --check
 step "clippy" "$CARGO" clippy --workspace --all-targets -- -D warnings
 # the client libraries without their CLIs (no clap, no backends in quota-clone)
 step "libraries alone" "$CARGO" clippy -p dict-client -p quota-clone --lib --no-default-features -- -D warnings
+# the Debian package: release build, dpkg -i, check and doveadm smoke test, dpkg --purge
+step "debian package" "$SCRIPT_DIR/package.sh"
 step "dovecot 2.4 chroot teardown" "$SCRIPT_DIR/dovecot24-chroot.sh" teardown
 # the docker compose stack for real (README: "Running the stack with docker compose"):
 # images built here from Debian packages, mail saved in its Dovecot, the rows in its

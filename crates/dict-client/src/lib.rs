@@ -33,6 +33,8 @@
 //!   also retries after a lost connection, and retries commits without atomic increments.
 //! * The connection closes when idle (at once by default) and is opened again when needed.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod client;
 mod connection;
 mod error;

@@ -34,6 +34,7 @@
 
 pub mod budget;
 pub mod check;
+pub mod cli;
 pub mod command;
 pub mod connection;
 pub mod convert;

@@ -33,6 +33,8 @@
 //! * `export` (feature `export`, on by default) reads everybody's cloned quota back,
 //!   straight from the dict's backend.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod coalesce;
 #[cfg(feature = "export")]
 pub mod export;

@@ -19,7 +19,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use dict_client::cli::{Cli, Command};
 use dict_client::print::{Format, Printer, DEFAULT_COLUMNS, MIN_COLUMNS};
 use dict_client::{Client, ClientOptions, CommitResult, IterateFlags, Protocol};
 use dict_protocol::namespace::{self, KeyRefusal};
@@ -29,111 +30,6 @@ const EX_OK: u8 = 0;
 const EX_USAGE: u8 = 64;
 const EX_NOTFOUND: u8 = 68;
 const EX_TEMPFAIL: u8 = 75;
-
-/// doveadm dict, for Dovecot dict proxy servers.
-#[derive(Debug, Parser)]
-#[command(name = "dictctl", version)]
-struct Cli {
-    /// Output formatter, as doveadm's -f: flow, tab, json or table. Default: table for get,
-    /// tab for iter, nothing for set/unset/inc.
-    #[arg(short = 'f', value_name = "FORMATTER")]
-    format: Option<String>,
-    /// A Dovecot configuration file to take base_dir from (for relative proxy paths).
-    #[arg(short = 'c', value_name = "CONFIG")]
-    config: Option<PathBuf>,
-    /// base_dir for relative proxy socket paths (default: from -c, else /run/dovecot).
-    #[arg(long, value_name = "DIR")]
-    base_dir: Option<PathBuf>,
-    /// Protocol major: 3 for Dovecot 2.3 servers, 4 for Dovecot 2.4 servers.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(3..=4))]
-    protocol: u32,
-    /// Request timeout in seconds.
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
-    timeout: u64,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Look up a key.
-    Get {
-        #[arg(short = 'u', value_name = "USER")]
-        user: Option<String>,
-        uri: Option<String>,
-        key: Option<String>,
-    },
-    /// Set a key.
-    Set {
-        #[arg(short = 'u', value_name = "USER")]
-        user: Option<String>,
-        #[command(flatten)]
-        when: WriteTime,
-        /// Expire the value after this many seconds (needs --protocol 4).
-        #[arg(short = 'e', value_name = "EXPIRE-SECS")]
-        expire_secs: Option<u32>,
-        uri: Option<String>,
-        key: Option<String>,
-        value: Option<String>,
-    },
-    /// Remove a key.
-    Unset {
-        #[arg(short = 'u', value_name = "USER")]
-        user: Option<String>,
-        #[command(flatten)]
-        when: WriteTime,
-        uri: Option<String>,
-        key: Option<String>,
-    },
-    /// Add to a number (negative diffs after `--`).
-    Inc {
-        #[arg(short = 'u', value_name = "USER")]
-        user: Option<String>,
-        #[command(flatten)]
-        when: WriteTime,
-        uri: Option<String>,
-        key: Option<String>,
-        #[arg(allow_negative_numbers = true)]
-        diff: Option<String>,
-    },
-    /// List keys under a prefix.
-    Iter {
-        #[arg(short = 'u', value_name = "USER")]
-        user: Option<String>,
-        /// Only the key equal to the prefix.
-        #[arg(short = '1')]
-        exact: bool,
-        /// All levels below the prefix.
-        #[arg(short = 'R')]
-        recurse: bool,
-        /// Keys only.
-        #[arg(short = 'V')]
-        no_value: bool,
-        uri: Option<String>,
-        prefix: Option<String>,
-    },
-}
-
-/// `-t <timestamp-nsecs>` of set, unset and inc.
-#[derive(Debug, clap::Args)]
-struct WriteTime {
-    /// The write timestamp, in nanoseconds since the epoch.
-    #[arg(short = 't', value_name = "TIMESTAMP-NSECS")]
-    timestamp: Option<u64>,
-}
-
-impl WriteTime {
-    /// Sends `T` (before any change, as the protocol wants).
-    fn apply(&self, tx: &mut dict_client::Transaction) -> Result<(), dict_client::Error> {
-        match self.timestamp {
-            None => Ok(()),
-            Some(ns) => tx.timestamp(
-                i64::try_from(ns / 1_000_000_000).unwrap_or(i64::MAX),
-                u32::try_from(ns % 1_000_000_000).unwrap_or(0),
-            ),
-        }
-    }
-}
 
 /// Logs an error the way doveadm does (`Error: …` on stderr) and gives the exit code.
 fn fail(code: u8, msg: impl std::fmt::Display) -> u8 {

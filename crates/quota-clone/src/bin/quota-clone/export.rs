@@ -8,31 +8,11 @@ use anyhow::{Context, Result};
 use dict_backend::sql::SqlOptions;
 use dict_client::uri::ProxyUri;
 use dict_config::{DictEntry, DovecotConfig, Origin, ServerToml};
+use quota_clone::cli::ExportFormat;
 use quota_clone::export::{self, Format};
 
 /// Exit code: the configuration names no usable dict (sysexits EX_CONFIG).
 pub const EX_CONFIG: u8 = 78;
-
-/// Output formats on the command line.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum ExportFormat {
-    /// `user,bytes,messages` with a header; missing values empty.
-    Csv,
-    /// One JSON array of objects; missing values null.
-    Json,
-    /// One JSON object per line.
-    Jsonl,
-}
-
-impl From<ExportFormat> for Format {
-    fn from(f: ExportFormat) -> Format {
-        match f {
-            ExportFormat::Csv => Format::Csv,
-            ExportFormat::Json => Format::Json,
-            ExportFormat::Jsonl => Format::JsonLines,
-        }
-    }
-}
 
 /// Where the dict comes from.
 pub struct Source<'a> {
