@@ -652,3 +652,68 @@ impl DictServer {
         Self::spawn(dir, &args, socket, name, backend, None, String::new())
     }
 }
+
+/// A directory under [`scratch`] that Dovecot's processes (the dovecot user) and the mail
+/// user can read.
+pub fn readable_dir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(scratch())
+        .unwrap();
+    run_ok(Command::new("chmod").arg("0755").arg(dir.path()));
+    dir
+}
+
+/// A private Dovecot instance (`dovecot -c conf`), ready once `socket` accepts connections;
+/// stopped with `doveadm stop` when dropped.
+pub struct DovecotInstance {
+    conf: PathBuf,
+    base_dir: PathBuf,
+}
+
+impl DovecotInstance {
+    /// Starts Dovecot on `conf` (whose `base_dir` is `base_dir`); `log` is shown if it
+    /// never listens on `socket`.
+    pub fn start(conf: &Path, base_dir: &Path, socket: &Path, log: &Path) -> DovecotInstance {
+        // The master daemonises: it must not inherit pipes we wait on.
+        let status = Command::new("dovecot")
+            .arg("-c")
+            .arg(conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run dovecot");
+        assert!(status.success(), "dovecot -c {} failed", conf.display());
+        let dovecot = DovecotInstance {
+            conf: conf.to_path_buf(),
+            base_dir: base_dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "Dovecot did not listen on {}: {}",
+                socket.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        dovecot
+    }
+}
+
+impl Drop for DovecotInstance {
+    fn drop(&mut self) {
+        let _ = Command::new("doveadm")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("stop")
+            .status();
+        let pid_file = self.base_dir.join("master.pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pid_file.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -8,31 +8,28 @@
 //! `dictctl` prints what `doveadm dict` prints.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use dict_tests::raw_cases::{raw_exchange, RAW_CASES};
 use dict_tests::{
-    doveadm, quota_clone, run_ok, scratch, service_env, unique, workspace_binary, Backend,
-    DictServer, MAPS,
+    doveadm, quota_clone, readable_dir, run_ok, service_env, unique, workspace_binary, Backend,
+    DictServer, DovecotInstance, MAPS,
 };
 
 /// Dovecot's own dict server, alone in a private instance.
 struct DovecotDict {
-    dir: tempfile::TempDir,
-    conf: PathBuf,
+    // Dropped first: Dovecot stops before its directory goes.
+    _dovecot: DovecotInstance,
+    _dir: tempfile::TempDir,
     socket: PathBuf,
 }
 
 impl DovecotDict {
     fn start(dicts: &str) -> DovecotDict {
-        let dir = tempfile::Builder::new()
-            .prefix("dovecot-")
-            .tempdir_in(scratch())
-            .unwrap();
-        let d = dir.path();
         // The dict processes run as the dovecot user: they need to reach the files.
-        run_ok(Command::new("chmod").arg("0755").arg(d));
+        let dir = readable_dir("dovecot-");
+        let d = dir.path();
         let socket = d.join("ref.sock");
         let conf = d.join("dovecot.conf");
         std::fs::write(
@@ -48,45 +45,17 @@ impl DovecotDict {
             ),
         )
         .unwrap();
-        // The master daemonises: it must not inherit pipes we wait on.
-        let status = Command::new("dovecot")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run dovecot");
-        assert!(status.success(), "dovecot -c {} failed", conf.display());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "Dovecot's dict server did not start: {}",
-                std::fs::read_to_string(d.join("dovecot.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let dovecot =
+            DovecotInstance::start(&conf, &d.join("run"), &socket, &d.join("dovecot.log"));
+        DovecotDict {
+            _dovecot: dovecot,
+            _dir: dir,
+            socket,
         }
-        DovecotDict { dir, conf, socket }
     }
 
     fn uri(&self, name: &str) -> String {
         format!("proxy:{}:{name}", self.socket.display())
-    }
-}
-
-impl Drop for DovecotDict {
-    fn drop(&mut self) {
-        let _ = Command::new("doveadm")
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("stop")
-            .status();
-        let pid_file = self.dir.path().join("run/master.pid");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pid_file.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 }
 
@@ -190,17 +159,6 @@ fn assert_rows(db: &Path, user: &str) {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "70000");
 }
 
-/// A directory Dovecot's dict processes (the dovecot user) can read, for map files and a
-/// SQLite database of their own.
-fn shared_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("maps-")
-        .tempdir_in(scratch())
-        .unwrap();
-    run_ok(Command::new("chmod").arg("0755").arg(dir.path()));
-    dir
-}
-
 /// Dovecot's own dict server with one dict per backend (`sq`, `my`, `pg`, `r`); returns
 /// it with each dict's URI as our `--backend` reads it.
 fn dovecot_on_every_backend(dir: &Path) -> (DovecotDict, Vec<(&'static str, String)>) {
@@ -247,7 +205,7 @@ fn dovecot_on_every_backend(dir: &Path) -> (DovecotDict, Vec<(&'static str, Stri
 
 #[test]
 fn quota_clone_writes_through_dovecots_dict_server_and_export_reads_it() {
-    let dir = shared_dir();
+    let dir = readable_dir("maps-");
     let (theirs, dicts) = dovecot_on_every_backend(dir.path());
     for (name, backend) in &dicts {
         let uri = theirs.uri(name);
@@ -306,7 +264,7 @@ fn quota_clone_writes_through_dovecots_dict_server_and_export_reads_it() {
 /// with the same code.
 #[test]
 fn dictctl_prints_what_doveadm_prints_against_dovecots_dict_server() {
-    let dir = shared_dir();
+    let dir = readable_dir("maps-");
     let (theirs, _) = dovecot_on_every_backend(dir.path());
     let conf = service_env("DICT_TEST_DOVEADM_CONF");
     let dictctl = workspace_binary("dictctl");
@@ -528,7 +486,7 @@ impl RawStores {
 /// MariaDB, PostgreSQL and Redis (the cases that apply to each).
 #[test]
 fn raw_bytes_get_dovecots_replies_and_rows() {
-    let dir = shared_dir();
+    let dir = readable_dir("maps-");
     let prefix = unique("raw").replace('x', "_") + "_";
     let stores = RawStores {
         prefix: prefix.clone(),
@@ -663,7 +621,7 @@ fn pipelined_exchange(
 /// answers there are counted, not asserted.)
 #[test]
 fn a_read_sent_before_a_commit_never_sees_it() {
-    let dir = shared_dir();
+    let dir = readable_dir("maps-");
     let (theirs, dicts) = dovecot_on_every_backend(dir.path());
     let ours: Vec<DictServer> = [
         ("sq", Backend::Sqlite),

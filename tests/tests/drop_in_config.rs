@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dict_tests::{doveadm, run_ok, scratch, server_binary, unique};
+use dict_tests::{doveadm, readable_dir, run_ok, server_binary, unique, DovecotInstance};
 
 /// Our server, started with `args`, waited for on `socket`, killed when dropped.
 struct Server {
@@ -54,66 +54,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A private Dovecot instance (dict service only) of the config file `conf`.
-struct Dovecot {
-    conf: PathBuf,
-    base_dir: PathBuf,
-}
-
-impl Dovecot {
-    fn start(conf: &Path, base_dir: &Path, socket: &Path) -> Dovecot {
-        // The master daemonises: it must not inherit pipes we wait on.
-        let status = Command::new("dovecot")
-            .arg("-c")
-            .arg(conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run dovecot");
-        assert!(status.success(), "dovecot -c {} failed", conf.display());
-        let dovecot = Dovecot {
-            conf: conf.to_path_buf(),
-            base_dir: base_dir.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(socket).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "Dovecot did not listen on {}",
-                socket.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        dovecot
-    }
-}
-
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        let _ = Command::new("doveadm")
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("stop")
-            .status();
-        let pid_file = self.base_dir.join("master.pid");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pid_file.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn tempdir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("cfg-")
-        .tempdir_in(scratch())
-        .unwrap();
-    // Dovecot's processes run as the dovecot user; the mail user connects in tests.
-    run_ok(Command::new("chmod").arg("0755").arg(dir.path()));
-    dir
 }
 
 /// A dovecot.conf with a dict that is only connected to on first use, and `extra`.
@@ -171,11 +111,16 @@ fn mail_user_connects(socket: &Path) -> bool {
 /// Dovecot's built-in `dict` listener is root:$default_internal_group 0660: ours too.
 #[test]
 fn builtin_dict_listener_is_dovecots() {
-    let dir = tempdir();
+    let dir = readable_dir("cfg-");
     let theirs_base = dir.path().join("run-dovecot");
     let conf = dovecot_conf(dir.path(), &theirs_base, "");
     let theirs = {
-        let _dovecot = Dovecot::start(&conf, &theirs_base, &theirs_base.join("dict"));
+        let _dovecot = DovecotInstance::start(
+            &conf,
+            &theirs_base,
+            &theirs_base.join("dict"),
+            &conf.with_file_name("dovecot.log"),
+        );
         owner(&theirs_base.join("dict"))
     };
     assert_eq!(theirs, (0o660, 0, gid("dovecot")), "Dovecot's own socket");
@@ -210,7 +155,7 @@ fn builtin_dict_listener_is_dovecots() {
 /// user's processes can still connect.
 #[test]
 fn listen_on_a_configured_path_keeps_its_owner() {
-    let dir = tempdir();
+    let dir = readable_dir("cfg-");
     let base = dir.path().join("run");
     let conf = dovecot_conf(
         dir.path(),
@@ -236,7 +181,7 @@ fn listen_on_a_configured_path_keeps_its_owner() {
 /// configured listener's settings are used.
 #[test]
 fn listen_elsewhere_takes_the_listen_options() {
-    let dir = tempdir();
+    let dir = readable_dir("cfg-");
     let conf = dovecot_conf(dir.path(), &dir.path().join("run"), "");
     let socket = dir.path().join("other.sock");
     let server = Server::start(
@@ -297,14 +242,14 @@ struct SharedFile {
     theirs: String,
     ours: String,
     _ours: Server,
-    _dovecot: Dovecot,
+    _dovecot: DovecotInstance,
     _dir: tempfile::TempDir,
 }
 
 impl SharedFile {
     /// `params`: what follows the path in the URI (`""`, `":lock=fcntl"`).
     fn start(params: &str) -> SharedFile {
-        let dir = tempdir();
+        let dir = readable_dir("cfg-");
         // Dovecot's dict processes run as dovecot: the file's directory is theirs.
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
@@ -321,7 +266,12 @@ impl SharedFile {
             ),
             &format!("  f = file:{}{params}", file.display()),
         );
-        let dovecot = Dovecot::start(&conf, &base, &theirs_sock);
+        let dovecot = DovecotInstance::start(
+            &conf,
+            &base,
+            &theirs_sock,
+            &conf.with_file_name("dovecot.log"),
+        );
         let ours_sock = dir.path().join("ours.sock");
         let ours = Server::start(
             dir.path(),
@@ -464,7 +414,7 @@ fn file_dict_is_shared_with_dovecot_fcntl() {
 /// dicts are served, and its clients get what Dovecot answers for a dict it doesn't have.
 #[test]
 fn unserved_drivers_are_left_out_with_a_warning() {
-    let dir = tempdir();
+    let dir = readable_dir("cfg-");
     let dicts = format!(
         "  f = file:{}\n  people = ldap:/etc/dovecot/dovecot-ldap.conf.ext\n  blobs = fs:posix:prefix=/srv/x/",
         dir.path().join("d.txt").display()
@@ -505,7 +455,12 @@ fn unserved_drivers_are_left_out_with_a_warning() {
         ),
         &format!("  f = file:{}", dir.path().join("d.txt").display()),
     );
-    let _dovecot = Dovecot::start(&plain, &base, &theirs_sock);
+    let _dovecot = DovecotInstance::start(
+        &plain,
+        &base,
+        &theirs_sock,
+        &plain.with_file_name("dovecot.log"),
+    );
     let theirs = doveadm(&[
         "dict",
         "get",
@@ -597,7 +552,7 @@ fn unserved_drivers_are_left_out_with_a_warning() {
 /// with dicts configured it would mean nothing, so it is an error naming its line.
 #[test]
 fn toml_data_dir_is_the_embedded_defaults_home() {
-    let dir = tempdir();
+    let dir = readable_dir("cfg-");
     let socket = dir.path().join("embedded.sock");
     let toml = dir.path().join("dict-rs.toml");
     std::fs::write(
