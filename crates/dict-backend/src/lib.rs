@@ -58,6 +58,32 @@ pub struct IterateOptions {
     pub max_rows: u64,
 }
 
+impl IterateOptions {
+    /// The row of a single-value store (memory, file): `value`, or one empty value when
+    /// the caller asked for keys only.
+    pub(crate) fn row(&self, key: Vec<u8>, value: &[u8]) -> IterRow {
+        let value = if self.no_value {
+            Vec::new()
+        } else {
+            value.to_vec()
+        };
+        IterRow {
+            key,
+            values: vec![value],
+        }
+    }
+
+    /// Orders rows that came sorted by key as asked, and keeps at most `max_rows`.
+    pub(crate) fn finish(&self, rows: &mut Vec<IterRow>) {
+        if self.sort_by_value && !self.sort_by_key {
+            rows.sort_by(|a, b| a.values.cmp(&b.values));
+        }
+        if self.max_rows > 0 {
+            rows.truncate(usize::try_from(self.max_rows).unwrap_or(usize::MAX));
+        }
+    }
+}
+
 /// One iteration row: the full key and its values (one per value column).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IterRow {

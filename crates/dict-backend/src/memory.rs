@@ -77,21 +77,9 @@ impl Dict for MemoryDict {
                     options.recurse || !rest.contains(&b'/')
                 }
             })
-            .map(|(k, v)| IterRow {
-                key: public_key(k),
-                values: vec![if options.no_value {
-                    Vec::new()
-                } else {
-                    v.clone()
-                }],
-            })
+            .map(|(k, v)| options.row(public_key(k), v))
             .collect();
-        if options.sort_by_value && !options.sort_by_key {
-            rows.sort_by(|a, b| a.values.cmp(&b.values));
-        }
-        if options.max_rows > 0 {
-            rows.truncate(usize::try_from(options.max_rows).unwrap_or(usize::MAX));
-        }
+        options.finish(&mut rows);
         stream::iter(rows.into_iter().map(Ok)).boxed()
     }
 

@@ -181,21 +181,9 @@ fn matching_rows(entries: &Entries, prefix: &[u8], options: IterateOptions) -> V
                 !rest.contains(&b'/')
             }
         })
-        .map(|(k, v)| IterRow {
-            key: k.clone(),
-            values: vec![if options.no_value {
-                Vec::new()
-            } else {
-                v.clone()
-            }],
-        })
+        .map(|(k, v)| options.row(k.clone(), v))
         .collect();
-    if options.sort_by_value && !options.sort_by_key {
-        rows.sort_by(|a, b| a.values.cmp(&b.values));
-    }
-    if options.max_rows > 0 {
-        rows.truncate(usize::try_from(options.max_rows).unwrap_or(usize::MAX));
-    }
+    options.finish(&mut rows);
     rows
 }
 
