@@ -475,13 +475,18 @@ fn unserved_drivers_are_left_out_with_a_warning() {
         "{dovecot_log}"
     );
     let without_timing = |s: &str| s.split(" (reply took").next().unwrap_or("").to_string();
-    assert_eq!(
-        (ours_reply.code, without_timing(&ours_reply.stderr)),
-        (theirs.code, without_timing(&theirs.stderr))
+    // Dovecot closes at once, so doveadm sees either the end of the connection or a failed
+    // write of its lookup, by timing; ours reads what the client sent first, so it is
+    // always the former, which is Dovecot's usual answer.
+    let closed = "Error: dict_lookup(shared/k) failed: Connection closed";
+    let theirs_text = without_timing(&theirs.stderr);
+    assert!(
+        theirs_text == closed || theirs_text.ends_with("failed: Broken pipe"),
+        "{theirs_text}"
     );
     assert_eq!(
-        without_timing(&theirs.stderr),
-        "Error: dict_lookup(shared/k) failed: Connection closed"
+        (ours_reply.code, without_timing(&ours_reply.stderr)),
+        (theirs.code, closed.to_string())
     );
 
     let log = server.log();
