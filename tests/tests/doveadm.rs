@@ -348,11 +348,11 @@ fn doveadm_dict_on_postgresql_2_4_config() {
     );
 }
 
-/// The server started bare, as a new user starts it: quota_clone's keys land in the `quota`
-/// row, other keys in the catch-all tables. Iterating `priv/quota/` fails on this map file
-/// exactly as on Dovecot's own dict server with the same file: the quota maps have no
-/// variable, so a one-level iteration skips them, and the `priv/$key` catch-all takes
-/// `quota` as its whole key (see protocol-spec/, SQL dict notes).
+/// The server started bare, as a new user starts it: quota_clone's keys land in the
+/// `dict_quota` table (one row per key), other keys in the catch-all tables, and the first
+/// thing a new user tries, `doveadm dict iter … priv/quota/`, lists the two quota keys:
+/// the `priv/$key` catch-all after the quota map does not fail the iteration
+/// (protocol-spec §9).
 #[test]
 fn doveadm_dict_on_the_embedded_default() {
     let server = DictServer::start_embedded();
@@ -373,9 +373,9 @@ fn doveadm_dict_on_the_embedded_default() {
     assert_eq!(get("priv/vendor/note").stdout, "hello\n");
     assert_eq!(
         server.sql(&format!(
-            "SELECT bytes, messages FROM quota WHERE username = '{alice}'"
+            "SELECT name, value FROM dict_quota WHERE username = '{alice}' ORDER BY name"
         )),
-        "1000\t7"
+        "messages\t7\nstorage\t1000"
     );
     assert_eq!(
         server.sql(&format!(
@@ -388,11 +388,37 @@ fn doveadm_dict_on_the_embedded_default() {
         "hi"
     );
 
-    let r = doveadm(&["dict", "iter", "-u", &alice, &uri, "priv/quota/"]);
+    let iter = |args: &[&str]| {
+        let mut all = vec!["-f", "flow", "dict", "iter", "-u", &alice];
+        all.extend_from_slice(args);
+        let r = doveadm(&all);
+        assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{r:?}");
+        let mut lines: Vec<String> = r.stdout.lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(
+        iter(&[&uri, "priv/quota/"]),
+        [
+            "key=priv/quota/messages value=7",
+            "key=priv/quota/storage value=1000"
+        ]
+    );
+    // Recursive: every map under priv/, the catch-all's rows included.
+    assert_eq!(
+        iter(&["-R", &uri, "priv/"]),
+        [
+            "key=priv/quota/messages value=7",
+            "key=priv/quota/storage value=1000",
+            "key=priv/vendor/note value=hello"
+        ]
+    );
+    // Alone, the catch-all still answers as Dovecot does for a path deeper than its key.
+    let r = doveadm(&["dict", "iter", "-u", &alice, &uri, "priv/vendor/"]);
     assert_eq!(r.code, 75, "{r:?}");
     assert!(
         r.stderr.contains(
-            "dict-server returned failure: sql dict iterate failed for priv/quota/: \
+            "dict-server returned failure: sql dict iterate failed for priv/vendor/: \
              Key continues past the matched pattern priv/$"
         ),
         "{r:?}"

@@ -581,9 +581,12 @@ fn toml_data_dir_is_the_embedded_defaults_home() {
     let rows = run_ok(
         Command::new("sqlite3")
             .arg(state.join("dict.db"))
-            .arg("SELECT username, bytes FROM quota"),
+            .arg("SELECT username, name, value FROM dict_quota"),
     );
-    assert_eq!(String::from_utf8_lossy(&rows.stdout), "alice|4096\n");
+    assert_eq!(
+        String::from_utf8_lossy(&rows.stdout),
+        "alice|storage|4096\n"
+    );
 
     std::fs::write(
         &toml,

@@ -206,20 +206,17 @@ fn default_socket_path(data_dir: &Path) -> PathBuf {
 pub const EMBEDDED_MAP: &str = r#"# dict-rs embedded default: written once, yours to edit.
 connect = @DB@
 
-# quota_clone: priv/quota/storage and priv/quota/messages share one row per user
+# quota_clone and the quota dict: one row per user and key (priv/quota/storage,
+# priv/quota/messages), so `doveadm dict iter -u USER ... priv/quota/` lists them
 map {
-  pattern = priv/quota/storage
-  table = quota
+  pattern = priv/quota/$name
+  table = dict_quota
   username_field = username
-  value_field = bytes
+  value_field = value
   value_type = uint
-}
-map {
-  pattern = priv/quota/messages
-  table = quota
-  username_field = username
-  value_field = messages
-  value_type = uint
+  fields {
+    name = $name
+  }
 }
 # every other key
 map {
@@ -243,7 +240,7 @@ map {
 
 /// Tables of the embedded default.
 pub const EMBEDDED_SCHEMA: &str = "\
-CREATE TABLE IF NOT EXISTS quota (username TEXT NOT NULL PRIMARY KEY, bytes INTEGER NOT NULL DEFAULT 0, messages INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS dict_quota (username TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (username, name));
 CREATE TABLE IF NOT EXISTS dict_priv (username TEXT NOT NULL, dict_key TEXT NOT NULL, value TEXT, PRIMARY KEY (username, dict_key));
 CREATE TABLE IF NOT EXISTS dict_shared (dict_key TEXT NOT NULL PRIMARY KEY, value TEXT);
 ";

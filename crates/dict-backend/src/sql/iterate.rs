@@ -68,6 +68,10 @@ fn plan_iterate(
         let (mode, bound) = match m.kind {
             MatchKind::Full => (IterMode::Exact, n),
             MatchKind::LastVariable if exact => (IterMode::Exact, n),
+            // A catch-all (`priv/$key`) after a map that lists this path: its last
+            // variable would take the rest of the path as one key. Dovecot fails the
+            // whole iteration here; we list the earlier maps' rows (protocol-spec §9).
+            MatchKind::LastVariable if !plans.is_empty() => continue,
             MatchKind::LastVariable => {
                 plans.push(Err(fail(&format!(
                     "Key continues past the matched pattern {}",
