@@ -174,13 +174,24 @@ impl DictServer {
 
     /// Like [`DictServer::start`], with the dict's URI given (`""`: made for `backend`).
     pub fn start_with_dict(backend: Backend, name: &str, given_uri: &str) -> DictServer {
-        Self::start_configured(backend, name, given_uri, None)
+        Self::start_configured(backend, name, given_uri, None, None)
     }
 
     /// Like [`DictServer::start`], plus our own TOML file (`--config`) with `toml` in it, for
     /// the `[server]` and `[listener]` limits and timeouts.
     pub fn start_with_toml(backend: Backend, name: &str, toml: &str) -> DictServer {
-        Self::start_configured(backend, name, "", Some(toml))
+        Self::start_configured(backend, name, "", Some(toml), None)
+    }
+
+    /// Like [`DictServer::start_with_toml`], on a database of its own: `connect` is the map
+    /// file's connect string (several hosts, for instance).
+    pub fn start_with_connect(
+        backend: Backend,
+        name: &str,
+        connect: &str,
+        toml: &str,
+    ) -> DictServer {
+        Self::start_configured(backend, name, "", Some(toml), Some(connect))
     }
 
     fn start_configured(
@@ -188,6 +199,7 @@ impl DictServer {
         name: &str,
         given_uri: &str,
         toml: Option<&str>,
+        given_connect: Option<&str>,
     ) -> DictServer {
         let dir = tempfile::Builder::new()
             .prefix("dict-rs-")
@@ -195,6 +207,7 @@ impl DictServer {
             .expect("tempdir");
         let mut sqlite_db = None;
         let connect = match backend {
+            _ if given_connect.is_some() => given_connect.unwrap_or_default().to_string(),
             Backend::Sqlite => {
                 let db = dir.path().join("dict.db");
                 let schema =
