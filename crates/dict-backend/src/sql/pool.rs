@@ -32,8 +32,8 @@ type Probe = Box<dyn Fn() -> BoxFuture<'static, Result<(), sqlx::Error>> + Send 
 /// The pools of one server, one per configured host, tried in order.
 pub(crate) struct Hosts<DB: Database> {
     pools: Vec<Pool<DB>>,
-    /// Run before a pool without connections is used: sqlx's own connect retries a refused
-    /// connection until the deadline, which would spend the request's time on a dead host.
+    /// Run before a pool connects: sqlx's own connect retries a refused connection until
+    /// the deadline, which would spend the request's time on a dead host.
     probes: Vec<Probe>,
     names: Vec<String>,
     current: AtomicUsize,
@@ -86,11 +86,14 @@ impl<DB: Database> Hosts<DB> {
         Err(last)
     }
 
-    /// A connection of host `idx`; a host without open connections is probed first (with
-    /// one host there is nothing to fail over to: sqlx's retries are what we want).
+    /// A connection of host `idx`; when the pool would have to connect (nothing idle, room
+    /// for more), the host is probed first (with one host there is nothing to fail over to:
+    /// sqlx's retries are what we want).
     async fn acquire_from(&self, idx: usize) -> Result<PoolConnection<DB>, sqlx::Error> {
         let pool = &self.pools[idx];
-        if self.pools.len() > 1 && pool.size() == 0 {
+        let would_connect =
+            pool.num_idle() == 0 && pool.size() < pool.options().get_max_connections();
+        if self.pools.len() > 1 && would_connect {
             (self.probes[idx])().await?;
         }
         pool.acquire().await
