@@ -15,7 +15,8 @@
 #   tests/scripts/sql-ha.sh pgsql crash-a   stop the primary the hard way (immediate)
 #   tests/scripts/sql-ha.sh pgsql promote-b promote the replica and wait until it writes
 #   tests/scripts/sql-ha.sh pgsql sql A|B QUERY
-#   tests/scripts/sql-ha.sh mysql|pgsql stop    stop both servers (by PID file) and wait
+#   tests/scripts/sql-ha.sh mysql|pgsql stop    stop both servers (by PID file), wait, and
+#                                           delete their data directories
 #
 # Databases `dovecot` (tables of tests/fixtures/schema-*.sql), user dovecot / dovecotpass.
 # Environment (all optional):
@@ -161,14 +162,14 @@ pg_stop() {
 shape=${1:-}; cmd=${2:-}
 case "$shape $cmd" in
 "mysql start") my_start ;;
-"mysql stop") my_stop ;;
+"mysql stop") my_stop; rm -rf "$MY" ;;
 "mysql kill-a")
 	pid=$(read_pid "$MY/A/pid"); alive "$pid" || die "mariadb A is not running"
 	kill -KILL "$pid"; wait_gone "$pid"; log "mariadb A killed" ;;
 "mysql start-a") my_start_one A; log "mariadb A started again" ;;
 "mysql sql") my_root "${3:?A or B}" -N -B dovecot -e "${4:?query}" ;;
 "pgsql start") pg_start ;;
-"pgsql stop") pg_stop ;;
+"pgsql stop") pg_stop; rm -rf "$PG" ;;
 "pgsql crash-a") pg_ctl A -m immediate -w stop; log "postgresql primary stopped (immediate)" ;;
 "pgsql promote-b")
 	pg_ctl B -w promote
