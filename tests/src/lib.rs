@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 pub mod faults;
 pub mod load;
+pub mod mail_env;
 pub mod raw_cases;
 pub mod service_control;
 pub mod wire;

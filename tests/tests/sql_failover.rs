@@ -8,13 +8,13 @@
 //! fault, first `O` after it).
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dict_tests::faults::{MARGIN, REQUEST_TIMEOUT};
 use dict_tests::load::{Load, LoadReport, LoadShape};
-use dict_tests::{repo_dir, run_ok, scratch, unique, Backend, DictServer};
+use dict_tests::mail_env::{message, MailEnv};
+use dict_tests::{repo_dir, run_ok, unique, Backend, DictServer};
 
 /// The first `O` after the fault must come this soon after the other server can take it.
 const FAILOVER: Duration = Duration::from_secs(3);
@@ -78,88 +78,25 @@ fn sql_ha(kind: &str, args: &[&str]) -> Command {
     cmd
 }
 
-/// A private Dovecot whose quota_clone plugin writes to `server`.
+/// The real quota_clone plugin writing through `server`, one more message each time.
 struct Mail {
-    conf: String,
-    dir: PathBuf,
+    env: MailEnv,
     saved: usize,
 }
 
 impl Mail {
     fn start(server: &DictServer, kind: &str) -> Mail {
-        let dir = scratch().join(format!("qc-ha-{kind}"));
-        let out = run_ok(
-            Command::new("bash")
-                .arg(repo_dir().join("tests/scripts/quota-clone-env.sh"))
-                .args([
-                    "start".as_ref(),
-                    server.socket.as_os_str(),
-                    server.name.as_ref(),
-                ])
-                .env("DICT_TEST_QC_DIR", &dir)
-                .stdin(Stdio::null()),
-        );
-        let conf = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Mail {
-            conf,
-            dir,
-            saved: 0,
-        }
+        let env = MailEnv::start_in(server, &format!("qc-ha-{kind}"));
+        Mail { env, saved: 0 }
     }
 
     /// Saves one more message; returns Dovecot's (vsize, messages) of the INBOX.
     fn save(&mut self) -> (u64, u64) {
-        use std::io::Write;
         self.saved += 1;
-        let msg = format!(
-            "From: a@example.test\r\nSubject: failover {}\r\n\r\n{}\r\n",
-            self.saved,
-            "body line\r\n".repeat(10 * self.saved)
-        );
-        let mut child = Command::new("doveadm")
-            .args(["-c", &self.conf, "save", "-u", USER, "-m", "INBOX"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("doveadm save");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(msg.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "doveadm save failed");
-        let out = run_ok(Command::new("doveadm").args([
-            "-c",
-            &self.conf,
-            "-f",
-            "tab",
-            "mailbox",
-            "status",
-            "-u",
-            USER,
-            "vsize messages",
-            "INBOX",
-        ]));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let mut lines = text.lines();
-        let header: Vec<&str> = lines.next().unwrap_or_default().split('\t').collect();
-        let row: Vec<&str> = lines.last().unwrap_or_default().split('\t').collect();
-        let field = |name: &str| -> u64 {
-            let i = header.iter().position(|h| *h == name);
-            i.and_then(|i| row.get(i)?.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in {text:?}"))
-        };
-        (field("vsize"), field("messages"))
-    }
-}
-
-impl Drop for Mail {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(repo_dir().join("tests/scripts/quota-clone-env.sh"))
-            .arg("stop")
-            .env("DICT_TEST_QC_DIR", &self.dir)
-            .status();
+        let msg = message(self.saved, USER);
+        self.env
+            .doveadm(&["save", "-u", USER, "-m", "INBOX"], Some(msg));
+        self.env.usage(USER)
     }
 }
 
