@@ -207,9 +207,9 @@ impl DictServer {
             .tempdir_in(scratch())
             .expect("tempdir");
         let mut sqlite_db = None;
-        let connect = match backend {
-            _ if given_connect.is_some() => given_connect.unwrap_or_default().to_string(),
-            Backend::Sqlite => {
+        let connect = match (given_connect, backend) {
+            (Some(connect), _) => connect.to_string(),
+            (None, Backend::Sqlite) => {
                 let db = dir.path().join("dict.db");
                 let schema =
                     std::fs::File::open(repo_dir().join("tests/fixtures/schema-sqlite.sql"))
@@ -218,8 +218,8 @@ impl DictServer {
                 sqlite_db = Some(db.clone());
                 db.display().to_string()
             }
-            Backend::Mysql | Backend::Pgsql => backend.server_connect(),
-            Backend::Redis => String::new(),
+            (None, Backend::Mysql | Backend::Pgsql) => backend.server_connect(),
+            (None, Backend::Redis) => String::new(),
         };
         let map_path = dir.path().join("dovecot-dict-sql.conf.ext");
         std::fs::write(&map_path, format!("connect = {connect}\n{MAPS}")).unwrap();
