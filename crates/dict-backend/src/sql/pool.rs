@@ -16,6 +16,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{ConnectOptions, Connection, Database, Pool};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::connect::{PoolSettings, Target};
@@ -35,6 +36,8 @@ pub(crate) struct Hosts<DB: Database> {
     /// Run before a pool connects: sqlx's own connect retries a refused connection until
     /// the deadline, which would spend the request's time on a dead host.
     probes: Vec<Probe>,
+    /// Woken when a probe finds the host down: requests queued in its pool move on.
+    down: Vec<Notify>,
     names: Vec<String>,
     current: AtomicUsize,
     connect_timeout: Option<Duration>,
@@ -87,16 +90,27 @@ impl<DB: Database> Hosts<DB> {
     }
 
     /// A connection of host `idx`; when the pool would have to connect (nothing idle, room
-    /// for more), the host is probed first (with one host there is nothing to fail over to:
+    /// for more), the host is probed first, and a failed probe sends every request waiting
+    /// in that pool on to the next host (with one host there is nothing to fail over to:
     /// sqlx's retries are what we want).
     async fn acquire_from(&self, idx: usize) -> Result<PoolConnection<DB>, sqlx::Error> {
         let pool = &self.pools[idx];
         let would_connect =
             pool.num_idle() == 0 && pool.size() < pool.options().get_max_connections();
-        if self.pools.len() > 1 && would_connect {
-            (self.probes[idx])().await?;
+        if self.pools.len() == 1 {
+            return pool.acquire().await;
         }
-        pool.acquire().await
+        let down = self.down[idx].notified();
+        if would_connect {
+            if let Err(e) = (self.probes[idx])().await {
+                self.down[idx].notify_waiters();
+                return Err(e);
+            }
+        }
+        tokio::select! {
+            conn = pool.acquire() => conn,
+            () = down => Err(sqlx::Error::Io(std::io::Error::other("database host is down"))),
+        }
     }
 }
 
@@ -274,6 +288,7 @@ fn hosts_of<DB: Database, O: Clone + Send + Sync + 'static>(
             .map(|o| (server.pool)(o, settings, timeout))
             .collect(),
         probes,
+        down: hosts.iter().map(|_| Notify::new()).collect(),
         names: hosts.iter().map(server.name).collect(),
         current: AtomicUsize::new(0),
         connect_timeout: settings.connect_timeout,
