@@ -70,7 +70,7 @@ missing=()
 for b in cargo rustc cc \
 	redis-server redis-cli \
 	mariadbd mariadb-install-db mariadb \
-	psql runuser setsid \
+	psql pg_basebackup runuser setsid \
 	dovecot doveadm doveconf \
 	sqlite3 socat pgrep; do
 	command -v "$b" >/dev/null 2>&1 || missing+=("binary $b")

@@ -6,7 +6,8 @@
 #   tests/scripts/services.sh start    start what is not running; create databases,
 #                                      users, tables (idempotent)
 #   tests/scripts/services.sh stop     stop what start started (by PID file) and wait;
-#                                      also leftover quota-clone-env.sh Dovecots under $SCRATCH
+#                                      also leftover quota-clone-env.sh Dovecots and
+#                                      sql-ha.sh servers under $SCRATCH
 #   tests/scripts/services.sh status   one line per service; exit 0 if all selected run
 #   tests/scripts/services.sh env      `export` lines for the tests: eval "$(... env)"
 #   tests/scripts/services.sh reset    empty all test tables (both databases), FLUSHALL
@@ -386,6 +387,10 @@ cmd_stop() {
 		[ -f "$f" ] || continue
 		pid=$(read_pid "$f")
 		if pid_is "$pid" dovecot; then stop_pid "dovecot ($f)" "$pid" TERM; fi
+	done
+	# leftover servers of tests/scripts/sql-ha.sh (a failover test that was killed)
+	for f in mysql pgsql; do
+		if [ -d "$SCRATCH/ha-$f" ]; then DICT_TEST_SCRATCH="$SCRATCH" bash "$SCRIPT_DIR/sql-ha.sh" "$f" stop; fi
 	done
 	pid=$(read_pid "$REDIS_PID")
 	if pid_is "$pid" redis-server; then stop_pid redis "$pid" TERM; else log "redis: not running"; fi

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 pub mod faults;
 pub mod load;
+pub mod mail_env;
 pub mod raw_cases;
 pub mod service_control;
 pub mod wire;
@@ -174,13 +175,24 @@ impl DictServer {
 
     /// Like [`DictServer::start`], with the dict's URI given (`""`: made for `backend`).
     pub fn start_with_dict(backend: Backend, name: &str, given_uri: &str) -> DictServer {
-        Self::start_configured(backend, name, given_uri, None)
+        Self::start_configured(backend, name, given_uri, None, None)
     }
 
     /// Like [`DictServer::start`], plus our own TOML file (`--config`) with `toml` in it, for
     /// the `[server]` and `[listener]` limits and timeouts.
     pub fn start_with_toml(backend: Backend, name: &str, toml: &str) -> DictServer {
-        Self::start_configured(backend, name, "", Some(toml))
+        Self::start_configured(backend, name, "", Some(toml), None)
+    }
+
+    /// Like [`DictServer::start_with_toml`], on a database of its own: `connect` is the map
+    /// file's connect string (several hosts, for instance).
+    pub fn start_with_connect(
+        backend: Backend,
+        name: &str,
+        connect: &str,
+        toml: &str,
+    ) -> DictServer {
+        Self::start_configured(backend, name, "", Some(toml), Some(connect))
     }
 
     fn start_configured(
@@ -188,14 +200,16 @@ impl DictServer {
         name: &str,
         given_uri: &str,
         toml: Option<&str>,
+        given_connect: Option<&str>,
     ) -> DictServer {
         let dir = tempfile::Builder::new()
             .prefix("dict-rs-")
             .tempdir_in(scratch())
             .expect("tempdir");
         let mut sqlite_db = None;
-        let connect = match backend {
-            Backend::Sqlite => {
+        let connect = match (given_connect, backend) {
+            (Some(connect), _) => connect.to_string(),
+            (None, Backend::Sqlite) => {
                 let db = dir.path().join("dict.db");
                 let schema =
                     std::fs::File::open(repo_dir().join("tests/fixtures/schema-sqlite.sql"))
@@ -204,8 +218,8 @@ impl DictServer {
                 sqlite_db = Some(db.clone());
                 db.display().to_string()
             }
-            Backend::Mysql | Backend::Pgsql => backend.server_connect(),
-            Backend::Redis => String::new(),
+            (None, Backend::Mysql | Backend::Pgsql) => backend.server_connect(),
+            (None, Backend::Redis) => String::new(),
         };
         let map_path = dir.path().join("dovecot-dict-sql.conf.ext");
         std::fs::write(&map_path, format!("connect = {connect}\n{MAPS}")).unwrap();

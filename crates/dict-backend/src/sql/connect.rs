@@ -3,7 +3,8 @@
 //! would connect.
 //!
 //! Dovecot's pool-level settings work for both servers: `maxconns=N` (connections per host,
-//! default 5) and several hosts (tried in order: failover). Settings we cannot honour are
+//! default 5) and several hosts (tried in order: failover); PostgreSQL's
+//! `target_session_attrs` picks which of them may be used. Settings we cannot honour are
 //! refused at start-up or logged with `warn!`, never dropped silently.
 
 use std::path::PathBuf;
@@ -14,6 +15,8 @@ use dict_config::sql_connect::DEFAULT_MAXCONNS as DOVECOT_MAXCONNS;
 use dict_config::{MysqlConnect, PgsqlConnect, SqlConnect};
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use sqlx::postgres::PgConnectOptions;
+
+use super::session::SessionAttrs;
 
 /// Dovecot's default `maxconns`.
 pub(crate) const DEFAULT_MAXCONNS: u32 = DOVECOT_MAXCONNS;
@@ -44,6 +47,8 @@ pub(crate) struct PoolSettings {
     /// MySQL `read_timeout`/`write_timeout`: bound every operation (never above the dict's
     /// own timeout).
     pub io_timeout: Option<Duration>,
+    /// PostgreSQL's `target_session_attrs` (never set for MySQL).
+    pub session: Option<SessionAttrs>,
 }
 
 impl Default for PoolSettings {
@@ -52,6 +57,7 @@ impl Default for PoolSettings {
             maxconns: DEFAULT_MAXCONNS,
             connect_timeout: None,
             io_timeout: None,
+            session: None,
         }
     }
 }
@@ -70,6 +76,7 @@ fn pool(maxconns: Option<u32>, connect_timeout: Option<u32>) -> PoolSettings {
         maxconns: maxconns.unwrap_or(DEFAULT_MAXCONNS),
         connect_timeout: connect_timeout.map(|t| Duration::from_secs(t.into())),
         io_timeout: None,
+        session: None,
     }
 }
 
@@ -225,9 +232,13 @@ fn pgsql(c: &PgsqlConnect) -> Result<Target, String> {
         let opts = PgConnectOptions::from_str(&url).map_err(|e| format!("pgsql: {e}"))?;
         options.push(opts);
     }
+    let mut pool = pool(c.maxconns, c.connect_timeout);
+    if let Some(attrs) = &c.target_session_attrs {
+        pool.session = SessionAttrs::parse(attrs)?;
+    }
     Ok(Target::Postgres {
         hosts: options,
-        pool: pool(c.maxconns, c.connect_timeout),
+        pool,
     })
 }
 
@@ -297,7 +308,8 @@ mod tests {
             PoolSettings {
                 maxconns: 9,
                 connect_timeout: Some(Duration::from_secs(2)),
-                io_timeout: Some(Duration::from_secs(4))
+                io_timeout: Some(Duration::from_secs(4)),
+                session: None,
             }
         );
         let (hosts, pool) = mysql("host=127.0.0.1 dbname=x");
@@ -372,6 +384,23 @@ mod tests {
             ("us@er", Some("my db"))
         );
         assert_eq!(hosts[0].get_application_name(), Some("dict"));
+    }
+
+    #[test]
+    fn pgsql_target_session_attrs() {
+        let (hosts, pool) = pg("host=pg1 host=pg2 target_session_attrs=read-write");
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(pool.session, Some(SessionAttrs::ReadWrite));
+        let (_, pool) = pg("host=pg1,pg2 target_session_attrs=any");
+        assert_eq!(pool.session, None);
+        let (_, pool) = pg("host=pg1,pg2");
+        assert_eq!(pool.session, None);
+        assert!(parse(
+            SqlDriver::Pgsql,
+            "host=a,b target_session_attrs=prefer-standby"
+        )
+        .unwrap_err()
+        .contains("not supported"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! * [`types`]: the leaf types the others share ([`types::Cell`], [`types::DbError`],
 //!   [`types::Phase`], [`types::Exec`]) and how a cell reads as dict text.
 //! * [`query`]: the SQL of each statement shape, built once and cached.
+//! * [`session`]: PostgreSQL's `target_session_attrs`, checked on each new connection.
 //! * [`connect`]: the dict's connection settings as sqlx options.
 //! * [`db`]: a connection to any database: rows as cells, transactions; one file per
 //!   database (`db/{sqlite,mysql,postgres}.rs`) for binding values and decoding cells.
@@ -65,6 +66,7 @@ mod query;
 mod read;
 mod scan;
 mod schema;
+mod session;
 mod sqlite_read;
 mod state;
 mod types;

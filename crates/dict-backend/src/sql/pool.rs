@@ -3,33 +3,53 @@
 //! SQLite gets two pools: one connection for all writes (so writers never fight over the
 //! database lock) and several readers (WAL mode lets them read while a commit runs).
 //! MySQL and PostgreSQL get one lazily connecting pool per configured host, used in order:
-//! when a host cannot be reached the next one is tried (failover).
+//! when a host cannot be reached (or, with `target_session_attrs`, is the wrong kind) the
+//! next one is tried (failover), and the dict stays on it until it fails in turn.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, Postgres};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Connection, Database, Pool};
+use sqlx::{ConnectOptions, Connection, Database, Pool};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::connect::{PoolSettings, Target};
 use super::db::Conn;
 use super::dialect::Dialect;
 use super::group::GroupCommit;
+use super::session::SessionAttrs;
 use super::sqlite_read::SqliteReaders;
 use super::types::DbError;
 
+/// One connection attempt to a host, without sqlx's retries; `Ok` if it may be used.
+type Probe = Box<dyn Fn() -> BoxFuture<'static, Result<(), sqlx::Error>> + Send + Sync>;
+
 /// The pools of one server, one per configured host, tried in order.
-#[derive(Debug)]
 pub(crate) struct Hosts<DB: Database> {
     pools: Vec<Pool<DB>>,
+    /// Run before a pool connects: sqlx's own connect retries a refused connection until
+    /// the deadline, which would spend the request's time on a dead host.
+    probes: Vec<Probe>,
+    /// Woken when a probe finds the host down: requests queued in its pool move on.
+    down: Vec<Notify>,
     names: Vec<String>,
     current: AtomicUsize,
     connect_timeout: Option<Duration>,
+}
+
+impl<DB: Database> std::fmt::Debug for Hosts<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hosts")
+            .field("names", &self.names)
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<DB: Database> Hosts<DB> {
@@ -48,7 +68,7 @@ impl<DB: Database> Hosts<DB> {
             if let Some(t) = self.connect_timeout {
                 budget = budget.min(t);
             }
-            match tokio::time::timeout(budget, self.pools[idx].acquire()).await {
+            match tokio::time::timeout(budget, self.acquire_from(idx)).await {
                 Ok(Ok(conn)) => {
                     if idx != start {
                         tracing::warn!("sql dict: switched to database host {}", self.names[idx]);
@@ -67,6 +87,30 @@ impl<DB: Database> Hosts<DB> {
             }
         }
         Err(last)
+    }
+
+    /// A connection of host `idx`; when the pool would have to connect (nothing idle, room
+    /// for more), the host is probed first, and a failed probe sends every request waiting
+    /// in that pool on to the next host (with one host there is nothing to fail over to:
+    /// sqlx's retries are what we want).
+    async fn acquire_from(&self, idx: usize) -> Result<PoolConnection<DB>, sqlx::Error> {
+        let pool = &self.pools[idx];
+        let would_connect =
+            pool.num_idle() == 0 && pool.size() < pool.options().get_max_connections();
+        if self.pools.len() == 1 {
+            return pool.acquire().await;
+        }
+        let down = self.down[idx].notified();
+        if would_connect {
+            if let Err(e) = (self.probes[idx])().await {
+                self.down[idx].notify_waiters();
+                return Err(e);
+            }
+        }
+        tokio::select! {
+            conn = pool.acquire() => conn,
+            () = down => Err(sqlx::Error::Io(std::io::Error::other("database host is down"))),
+        }
     }
 }
 
@@ -128,10 +172,24 @@ impl Db {
                 })
             }
             Target::Mysql { hosts, pool } => Ok(Db::Mysql(hosts_of(
-                hosts, pool, timeout, mysql_pool, mysql_name,
+                hosts,
+                pool,
+                timeout,
+                Server {
+                    pool: mysql_pool,
+                    probe: mysql_probe,
+                    name: mysql_name,
+                },
             ))),
             Target::Postgres { hosts, pool } => Ok(Db::Postgres(hosts_of(
-                hosts, pool, timeout, pg_pool, pg_name,
+                hosts,
+                pool,
+                timeout,
+                Server {
+                    pool: pg_pool,
+                    probe: pg_probe,
+                    name: pg_name,
+                },
             ))),
         }
     }
@@ -204,16 +262,34 @@ impl Db {
     }
 }
 
-fn hosts_of<DB: Database, O: Clone>(
+/// How pools of one kind of server are made, probed and named.
+struct Server<DB: Database, O> {
+    pool: fn(&O, &PoolSettings, Duration) -> Pool<DB>,
+    probe: fn(O, Option<SessionAttrs>) -> BoxFuture<'static, Result<(), sqlx::Error>>,
+    name: fn(&O) -> String,
+}
+
+fn hosts_of<DB: Database, O: Clone + Send + Sync + 'static>(
     hosts: &[O],
     settings: &PoolSettings,
     timeout: Duration,
-    make: fn(&O, &PoolSettings, Duration) -> Pool<DB>,
-    name: fn(&O) -> String,
+    server: Server<DB, O>,
 ) -> Hosts<DB> {
+    let probes = hosts
+        .iter()
+        .map(|o| {
+            let (o, session, probe) = (o.clone(), settings.session, server.probe);
+            Box::new(move || probe(o.clone(), session)) as Probe
+        })
+        .collect();
     Hosts {
-        pools: hosts.iter().map(|o| make(o, settings, timeout)).collect(),
-        names: hosts.iter().map(name).collect(),
+        pools: hosts
+            .iter()
+            .map(|o| (server.pool)(o, settings, timeout))
+            .collect(),
+        probes,
+        down: hosts.iter().map(|_| Notify::new()).collect(),
+        names: hosts.iter().map(server.name).collect(),
         current: AtomicUsize::new(0),
         connect_timeout: settings.connect_timeout,
     }
@@ -248,10 +324,39 @@ fn mysql_pool(o: &MySqlConnectOptions, s: &PoolSettings, timeout: Duration) -> P
 }
 
 fn pg_pool(o: &PgConnectOptions, s: &PoolSettings, timeout: Duration) -> Pool<Postgres> {
+    let session = s.session;
     server_pool!(PgPoolOptions)
         .max_connections(s.maxconns)
         .acquire_timeout(timeout)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                match session {
+                    Some(attrs) => attrs.check(conn).await,
+                    None => Ok(()),
+                }
+            })
+        })
         .connect_lazy_with(o.clone())
+}
+
+fn mysql_probe(
+    o: MySqlConnectOptions,
+    _: Option<SessionAttrs>,
+) -> BoxFuture<'static, Result<(), sqlx::Error>> {
+    Box::pin(async move { o.connect().await?.close().await })
+}
+
+fn pg_probe(
+    o: PgConnectOptions,
+    session: Option<SessionAttrs>,
+) -> BoxFuture<'static, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        let mut conn: PgConnection = o.connect().await?;
+        if let Some(attrs) = session {
+            attrs.check(&mut conn).await?;
+        }
+        conn.close().await
+    })
 }
 
 fn mysql_name(o: &MySqlConnectOptions) -> String {

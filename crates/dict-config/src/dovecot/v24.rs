@@ -504,6 +504,15 @@ mod tests {
             f.connect.to_connect_string().unwrap(),
             r"host=db.example user=dovecot dbname='my db' password='it\'s' maxconns=3"
         );
+        // a primary and a replica: libpq's target_session_attrs picks the writable one
+        let (_, f) = sql(&format!(
+            "{V}dict_server {{\n dict q {{\n  driver = sql\n  sql_driver = pgsql\n  pgsql pg1 {{\n  }}\n  pgsql pg2 {{\n  }}\n\
+             pgsql_parameters {{\n   dbname = mail\n   target_session_attrs = read-write\n  }}\n }}\n}}\n"
+        ));
+        assert_eq!(
+            f.connect.to_connect_string().unwrap(),
+            "host=pg1 host=pg2 dbname=mail target_session_attrs=read-write"
+        );
     }
 
     #[test]

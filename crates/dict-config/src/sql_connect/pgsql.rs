@@ -8,7 +8,6 @@ use super::{maxconns, seconds};
 pub const PGSQL_IGNORED: &[&str] = &[
     "passfile",
     "service",
-    "target_session_attrs",
     "load_balance_hosts",
     "keepalives",
     "keepalives_idle",
@@ -32,6 +31,16 @@ pub const PGSQL_IGNORED: &[&str] = &[
     "fallback_application_name",
 ];
 
+/// The values libpq accepts for `target_session_attrs`.
+pub const TARGET_SESSION_ATTRS: &[&str] = &[
+    "any",
+    "read-write",
+    "read-only",
+    "primary",
+    "standby",
+    "prefer-standby",
+];
+
 /// A PostgreSQL connection.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PgsqlConnect {
@@ -50,6 +59,9 @@ pub struct PgsqlConnect {
     pub maxconns: Option<u32>,
     /// Seconds.
     pub connect_timeout: Option<u32>,
+    /// libpq's `target_session_attrs`: which of the hosts a connection may stay on
+    /// (one of [`TARGET_SESSION_ATTRS`]); `None`: any.
+    pub target_session_attrs: Option<String>,
     /// Settings of [`PGSQL_IGNORED`], in order.
     pub ignored: Vec<(String, String)>,
 }
@@ -112,6 +124,14 @@ impl PgsqlConnect {
             "sslrootcert" => self.tls.sslrootcert = text(),
             "sslcert" => self.tls.sslcert = text(),
             "sslkey" => self.tls.sslkey = text(),
+            "target_session_attrs" => {
+                if !TARGET_SESSION_ATTRS.contains(&value) {
+                    return Err(format!(
+                        "pgsql: invalid target_session_attrs value: \"{value}\""
+                    ));
+                }
+                self.target_session_attrs = text();
+            }
             k if PGSQL_IGNORED.contains(&k) => {
                 self.ignored.retain(|(old, _)| old != k);
                 self.ignored.push((k.to_string(), value.to_string()));
@@ -169,6 +189,7 @@ impl PgsqlConnect {
             "connect_timeout",
             &self.connect_timeout.map(|t| t.to_string()),
         );
+        add("target_session_attrs", &self.target_session_attrs);
         out.extend(self.ignored.iter().map(|(k, v)| (k.as_str(), v.clone())));
         out
     }

@@ -135,6 +135,25 @@ fn pgsql_conninfo() {
 }
 
 #[test]
+fn pgsql_target_session_attrs() {
+    // Dovecot 2.3 style (repeated host=) and libpq style (a list) give the same hosts
+    let c = pg("host=pg1 host=pg2 port=5433,5434 target_session_attrs=read-write");
+    assert_eq!(c.hosts, ["pg1", "pg2"]);
+    assert_eq!(c.target_session_attrs.as_deref(), Some("read-write"));
+    assert!(c.ignored.is_empty());
+    assert_eq!(
+        c,
+        pg("host=pg1,pg2 port=5433,5434 target_session_attrs=read-write")
+    );
+    let c = pg("postgresql://pg1,pg2/mail?target_session_attrs=primary");
+    assert_eq!(c.target_session_attrs.as_deref(), Some("primary"));
+    assert_eq!(
+        SqlConnect::parse(SqlDriver::Pgsql, "host=a target_session_attrs=writable").unwrap_err(),
+        "pgsql: invalid target_session_attrs value: \"writable\""
+    );
+}
+
+#[test]
 fn pgsql_uri() {
     let c = pg("postgresql://us%40er:p%3Aw@h1:5440,h2/my%20db?application_name=dict&maxconns=2");
     assert_eq!(c.hosts, ["h1", "h2"]);
@@ -180,6 +199,7 @@ fn pgsql_round_trips() {
         "host=pg1 host=pg2 host=/run/postgresql port=5433,5434, dbname='my db' user=dovecot password='it\\'s' maxconns=3",
         "host=db sslmode=verify-full sslrootcert=/etc/ca.pem sslcert=/etc/c.pem sslkey=/etc/k.pem connect_timeout=4",
         "application_name=dict options='-c statement_timeout=5s' client_encoding=UTF8 keepalives=1 service=x",
+        "host=pg1 host=pg2 target_session_attrs=read-write",
         "",
     ] {
         round_trip(SqlDriver::Pgsql, s);
