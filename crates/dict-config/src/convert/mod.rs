@@ -199,6 +199,21 @@ pub fn comparable(spec: &DictSpec) -> DictSpec {
     }
 }
 
+/// The first Sentinel/Cluster/WAIT parameter of a redis URI, which no Dovecot version has.
+fn ha_extension(p: &crate::uri::RedisParams) -> Option<&'static str> {
+    if !p.sentinels.is_empty() {
+        Some("sentinels=")
+    } else if !p.cluster.is_empty() {
+        Some("cluster=")
+    } else if p.user_hash_tag {
+        Some("user_hash_tag=")
+    } else if p.wait_replicas != 0 {
+        Some("wait_replicas=")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
