@@ -56,7 +56,7 @@ data_node() {
 	mkdir -p "$d"
 	running "$d/redis.pid" && return 0
 	redis-server --bind "$HOST" --port "$port" --protected-mode yes --dir "$d" \
-		--save "" --appendonly no --daemonize yes --pidfile "$d/redis.pid" \
+		--save "" --appendonly no --repl-diskless-sync-delay 0 --daemonize yes --pidfile "$d/redis.pid" \
 		--logfile "$d/redis.log" "$@" >/dev/null
 	wait_for "redis $port" pong "$port"
 }

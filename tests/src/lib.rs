@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub mod faults;
 pub mod load;
 pub mod raw_cases;
+pub mod redis_ha;
 pub mod service_control;
 pub mod wire;
 
@@ -181,6 +182,16 @@ impl DictServer {
     /// the `[server]` and `[listener]` limits and timeouts.
     pub fn start_with_toml(backend: Backend, name: &str, toml: &str) -> DictServer {
         Self::start_configured(backend, name, "", Some(toml))
+    }
+
+    /// Both: the dict's URI given, and our own TOML file.
+    pub fn start_with_dict_and_toml(
+        backend: Backend,
+        name: &str,
+        given_uri: &str,
+        toml: &str,
+    ) -> DictServer {
+        Self::start_configured(backend, name, given_uri, Some(toml))
     }
 
     fn start_configured(
