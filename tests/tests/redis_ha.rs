@@ -113,10 +113,15 @@ fn sentinel_master_killed_under_load_loses_no_acknowledged_commit() {
         &server,
         || {
             let killed = kill(old);
-            wait_until(
+            let promoted = wait_until(
                 "sentinels promote the replica",
                 Duration::from_secs(20),
                 || sentinel_master().is_some_and(|p| p != old),
+            );
+            eprintln!(
+                "failover figures [redis sentinel]: the sentinels named the new master {} ms \
+                 after the kill",
+                (promoted - killed).as_millis()
             );
             let new = sentinel_master().expect("a new master");
             // with wait_replicas=1 commits answer W until the new master has a replica:
@@ -157,6 +162,11 @@ fn cluster_master_killed_under_load_loses_no_acknowledged_commit() {
                 let masters = master_ports();
                 masters.len() == 3 && !masters.contains(&victim)
             });
+            let promoted = Instant::now();
+            eprintln!(
+                "failover figures [redis cluster]: a replica took over {} ms after the kill",
+                (promoted - killed).as_millis()
+            );
             restart(victim);
             (
                 killed,
