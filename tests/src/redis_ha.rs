@@ -164,14 +164,19 @@ pub fn key_names(ports: &[u16], prefix: &str) -> HashSet<String> {
         .collect()
 }
 
-/// The failover gap of a load run with a fault at `fault`: from the last commit answered
-/// `O` before it to the first answered `O` after it.
+/// The failover gap of a load run with a fault at `fault`: the longest time without any
+/// commit answered `O` that ends after the fault (for a fault that stops all writes, from
+/// the last `O` before it to the first `O` after it).
 pub fn failover_gap(report: &LoadReport, fault: Instant) -> Option<Duration> {
-    let oks = report
+    let mut oks: Vec<Instant> = report
         .outcomes
         .iter()
         .filter(|o| o.commit)
-        .filter_map(|o| o.reply.filter(|r| r.0 == 'O').map(|r| r.1));
-    let (before, after): (Vec<Instant>, Vec<Instant>) = oks.partition(|&at| at < fault);
-    Some(after.into_iter().min()? - before.into_iter().max()?)
+        .filter_map(|o| o.reply.filter(|r| r.0 == 'O').map(|r| r.1))
+        .collect();
+    oks.sort();
+    oks.windows(2)
+        .filter(|w| w[1] > fault)
+        .map(|w| w[1] - w[0])
+        .max()
 }

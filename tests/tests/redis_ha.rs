@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use dict_tests::faults::{MARGIN, REQUEST_TIMEOUT};
 use dict_tests::load::{Load, LoadShape};
 use dict_tests::redis_ha::{
-    cluster_nodes, cluster_whole, connected_replicas, failover_gap, key_names, kill, restart,
-    sentinel_master, wait_until, ClusterNode,
+    cli, cluster_nodes, cluster_whole, connected_replicas, failover_gap, key_names, kill, ports,
+    restart, sentinel_master, wait_until, ClusterNode,
 };
 use dict_tests::{service_env, unique, Backend, DictServer};
 
@@ -89,7 +89,7 @@ fn failover_under_load(
         Some((whole_at, Duration::from_secs(2))),
     );
     eprintln!(
-        "failover figures [{shape}]: gap (last O before, first O after) {} ms; shape whole \
+        "failover figures [{shape}]: gap (longest without an O) {} ms; shape whole \
          again after {} ms; acknowledged {}, lost {}",
         gap.map_or("none".into(), |g| g.as_millis().to_string()),
         (whole_at - fault_at).as_millis(),
@@ -140,6 +140,50 @@ fn sentinel_master_killed_under_load_loses_no_acknowledged_commit() {
         server.log().contains("reconnected"),
         "the server followed the failover:\n{}",
         server.log()
+    );
+}
+
+/// `SENTINEL FAILOVER`: the old master stays up and is demoted to a replica; connections to
+/// it must not keep writing there (`READONLY`), but move to the new master.
+#[test]
+fn sentinel_switchover_under_load_loses_no_acknowledged_commit() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let old = sentinel_master().expect("the sentinels name a master");
+    wait_until(
+        "the master has its replica",
+        Duration::from_secs(20),
+        || connected_replicas(old) == 1,
+    );
+    let server = sentinel_server();
+    failover_under_load(
+        "redis sentinel: SENTINEL FAILOVER",
+        &server,
+        || {
+            let sentinel = ports("DICT_TEST_REDIS_SENTINELS")[0];
+            let started = Instant::now();
+            let reply = cli(
+                sentinel,
+                &[
+                    "SENTINEL",
+                    "FAILOVER",
+                    &service_env("DICT_TEST_REDIS_MASTER_NAME"),
+                ],
+            );
+            assert_eq!(reply, "OK", "SENTINEL FAILOVER");
+            wait_until(
+                "the sentinels name the new master",
+                Duration::from_secs(20),
+                || sentinel_master().is_some_and(|p| p != old),
+            );
+            let new = sentinel_master().expect("a new master");
+            let whole = wait_until(
+                "old master syncs as replica",
+                Duration::from_secs(20),
+                || connected_replicas(new) == 1,
+            );
+            (started, whole)
+        },
+        || vec![sentinel_master().expect("a master")],
     );
 }
 
