@@ -378,6 +378,36 @@ map {
         );
     }
 
+    #[test]
+    fn redis_sentinel_cluster_and_wait_have_no_2_4_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        for (uri, what) in [
+            ("redis:sentinels=s1,s2:master_name=m", "sentinels="),
+            ("redis:cluster=n1/7000:user_hash_tag=yes", "cluster="),
+            ("redis:user_hash_tag=yes", "user_hash_tag="),
+            ("redis:wait_replicas=1", "wait_replicas="),
+        ] {
+            let conf = write(
+                dir.path(),
+                "dovecot.conf",
+                &format!(
+                    "dict {{
+  rd = {uri}
+}}
+"
+                ),
+            );
+            let c = DovecotConfig::load(&conf).unwrap();
+            let e = format!("{:#}", to_v24(&c, &conf).unwrap_err());
+            assert!(
+                e.contains(&format!(
+                    "the redis URI's {what} (our extension) has no Dovecot 2.4 setting"
+                )),
+                "{uri}: {e}"
+            );
+        }
+    }
+
     /// The connection of the one SQL dict of a 2.4 text.
     fn connect24(text: &str) -> crate::SqlConnect {
         let c = DovecotConfig::parse_str(text, "/etc/dovecot/dovecot.conf")
