@@ -213,6 +213,46 @@ async fn no_sentinel_fails_fast() {
     );
 }
 
+/// The credentials reach the servers they are for: our test servers have no password, so
+/// each `AUTH` is refused, and the request fails with that reason.
+#[tokio::test]
+async fn credentials_go_to_sentinels_and_data_nodes() {
+    let cases = [
+        (
+            "sentinel_password",
+            RedisParams {
+                sentinel_password: Some("sp".into()),
+                ..sentinel_params()
+            },
+        ),
+        (
+            "password (data nodes, through the sentinels)",
+            RedisParams {
+                user: Some("dict".into()),
+                password: Some("pw".into()),
+                ..sentinel_params()
+            },
+        ),
+        (
+            "password (cluster)",
+            RedisParams {
+                password: Some("pw".into()),
+                ..cluster_params()
+            },
+        ),
+    ];
+    for (what, p) in cases {
+        let d = RedisDict::connect(&p).unwrap();
+        match d.commit(txn("u", vec![set("shared/auth", "1")])).await {
+            CommitResult::Failed(e) => assert!(
+                e.contains("AUTH") || e.contains("auth") || e.contains("password"),
+                "{what}: {e}"
+            ),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn sentinel_and_cluster_refuse_tls_for_now() {
     for p in [sentinel_params(), cluster_params()] {
