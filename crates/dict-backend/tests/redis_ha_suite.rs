@@ -4,7 +4,7 @@
 //! Cluster of three masters with a replica each). Needs `DICT_TEST_REDIS_HOST`/`_PORT`,
 //! `DICT_TEST_REDIS_SENTINELS`, `DICT_TEST_REDIS_MASTER_NAME` and `DICT_TEST_REDIS_CLUSTER`
 //! from `eval "$(tests/scripts/services.sh env)"`; without them every test fails. Failover
-//! under load is tests/tests/redis_ha.rs.
+//! under load is tests/tests/redis_ha.rs, TLS redis_ha_tls.rs.
 
 use std::time::{Duration, Instant};
 
@@ -254,11 +254,7 @@ async fn credentials_go_to_sentinels_and_data_nodes() {
 }
 
 #[test]
-fn sentinel_and_cluster_refuse_tls_for_now() {
-    for p in [sentinel_params(), cluster_params()] {
-        let e = RedisDict::connect(&RedisParams { tls: true, ..p }).unwrap_err();
-        assert!(e.to_string().contains("tls=yes is not supported"), "{e}");
-    }
+fn user_hash_tag_needs_a_prefix_without_braces() {
     let e = RedisDict::connect(&RedisParams {
         prefix: "a{b}/".into(),
         ..cluster_params()

@@ -12,7 +12,7 @@ use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::io::tcp::TcpSettings;
-use redis::{RedisError, RedisResult, Value};
+use redis::{RedisError, RedisResult, TlsMode, Value};
 
 use dict_config::RedisParams;
 
@@ -21,9 +21,6 @@ const SLOTS: u16 = 16384;
 
 /// The client for `cluster=` (connects nothing yet) and the seed list for messages.
 pub(crate) fn client(params: &RedisParams) -> Result<(ClusterClient, String), String> {
-    if params.tls {
-        return Err("redis: tls=yes is not supported with cluster= yet".into());
-    }
     let seeds: Vec<String> = params
         .cluster
         .iter()
@@ -39,6 +36,10 @@ pub(crate) fn client(params: &RedisParams) -> Result<(ClusterClient, String), St
         .connection_timeout(timeout)
         .response_timeout(timeout)
         .tcp_settings(TcpSettings::default().set_nodelay(true));
+    if params.tls {
+        // the system's CA certificates (SSL_CERT_FILE/SSL_CERT_DIR), host names verified
+        builder = builder.tls(TlsMode::Secure);
+    }
     if let Some(user) = &params.user {
         builder = builder.username(user.clone());
     }

@@ -111,8 +111,8 @@ enum Addr {
         tls: TlsConnector,
     },
     Unix(PathBuf),
-    /// The master named by the sentinels, over TCP.
-    Sentinel(SentinelAddr),
+    /// The master named by the sentinels, over TCP (with TLS for `tls=yes`).
+    Sentinel(SentinelAddr, Option<TlsConnector>),
     Cluster(ClusterClient),
 }
 
@@ -153,7 +153,11 @@ impl Connector {
         } else if !params.sentinels.is_empty() {
             let sentinel = SentinelAddr::new(params, &info)?;
             let target = sentinel.target();
-            (Addr::Sentinel(sentinel), target)
+            let tls = match params.tls {
+                true => Some(TlsConnector::from(Arc::new(tls_config()?))),
+                false => None,
+            };
+            (Addr::Sentinel(sentinel, tls), target)
         } else {
             Self::server_addr(params)?
         };
@@ -255,12 +259,20 @@ impl Connector {
                 self.start(tls.connect(name, tcp).await?).await
             }
             Addr::Unix(path) => self.start(UnixStream::connect(path).await?).await,
-            Addr::Sentinel(sentinel) => {
+            Addr::Sentinel(sentinel, tls) => {
                 let (host, port) = sentinel.master().await?;
                 tracing::debug!("redis: sentinels name {host}:{port} as the master");
                 let tcp = TcpStream::connect((host.as_str(), port)).await?;
                 tcp.set_nodelay(true)?;
-                self.start(tcp).await
+                match tls {
+                    Some(tls) => {
+                        let name = ServerName::try_from(host).map_err(|e| {
+                            std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
+                        })?;
+                        self.start(tls.connect(name, tcp).await?).await
+                    }
+                    None => self.start(tcp).await,
+                }
             }
             // redis-rs reconnects to single nodes itself; `dead` is set by our callers
             // when a request fails on the connection, to make a new one (new topology).

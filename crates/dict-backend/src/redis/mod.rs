@@ -5,6 +5,8 @@
 //! Where this differs from Dovecot 2.3.19 (all deliberate):
 //! * Iteration works (Dovecot: "Unsupported operation"); see [`RedisDict`].
 //! * `host=` may be a host name; `user=` (ACL user) and `tls=yes` are extensions.
+//! * Extensions for several hosts: Redis Sentinel ([`sentinel`]), Redis Cluster ([`cluster`];
+//!   `user_hash_tag=yes` in [`keys`]) and `wait_replicas=` (`WAIT` after each `EXEC`).
 //! * A commit whose increment Redis would refuse fails without writing anything (see
 //!   [`commit`]); Dovecot applied the rest of the `EXEC`.
 //! * Any number of transactions may be open at once (Dovecot asserted), and lookups never

@@ -5,9 +5,12 @@
 //! checks with `ROLE` that the server there really is a master (with the data nodes'
 //! `user=`/`password=`). While no master is known (it died and the sentinels have not
 //! promoted a replica yet) this fails at once, so requests fail fast instead of waiting.
+//! With `tls=yes` the sentinels and the data nodes are all reached over TLS.
 
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
-use redis::{ConnectionAddr, ConnectionInfo, ProtocolVersion, RedisConnectionInfo, RedisError};
+use redis::{
+    ConnectionAddr, ConnectionInfo, ProtocolVersion, RedisConnectionInfo, RedisError, TlsMode,
+};
 use tokio::sync::Mutex;
 
 use dict_config::RedisParams;
@@ -27,9 +30,6 @@ impl SentinelAddr {
         params: &RedisParams,
         info: &RedisConnectionInfo,
     ) -> Result<SentinelAddr, String> {
-        if params.tls {
-            return Err("redis: tls=yes is not supported with sentinels= yet".into());
-        }
         if params.sentinel_user.is_some() && params.sentinel_password.is_none() {
             return Err("redis: sentinel_user= needs sentinel_password= as well".into());
         }
@@ -41,7 +41,16 @@ impl SentinelAddr {
             .sentinels
             .iter()
             .map(|(host, port)| ConnectionInfo {
-                addr: ConnectionAddr::Tcp(host.clone(), *port),
+                addr: if params.tls {
+                    ConnectionAddr::TcpTls {
+                        host: host.clone(),
+                        port: *port,
+                        insecure: false,
+                        tls_params: None,
+                    }
+                } else {
+                    ConnectionAddr::Tcp(host.clone(), *port)
+                },
                 redis: RedisConnectionInfo {
                     db: 0,
                     username: params.sentinel_user.clone(),
@@ -55,7 +64,7 @@ impl SentinelAddr {
             sentinel: Mutex::new(sentinel),
             master_name,
             node: SentinelNodeConnectionInfo {
-                tls_mode: None,
+                tls_mode: params.tls.then_some(TlsMode::Secure),
                 redis_connection_info: Some(info.clone()),
             },
             sentinels: params.sentinels.clone(),
@@ -85,10 +94,12 @@ impl SentinelAddr {
             .async_master_for(&self.master_name, Some(&self.node))
             .await?;
         match &client.get_connection_info().addr {
-            ConnectionAddr::Tcp(host, port) => Ok((host.clone(), *port)),
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                Ok((host.clone(), *port))
+            }
             other => Err(RedisError::from((
                 redis::ErrorKind::ClientError,
-                "sentinel named a master that is not plain TCP",
+                "sentinel named a master that is not on TCP",
                 format!("{other:?}"),
             ))),
         }
