@@ -93,18 +93,32 @@ sentinels_see_all() {
 }
 
 start_sentinel_shape() {
-	local fresh=1 p
-	for p in "${SENTINEL_DATA[@]}" "${SENTINELS[@]}"; do running "$DIR/$p/redis.pid" && fresh=0; done
-	if [ "$fresh" = 1 ]; then
-		data_node "${SENTINEL_DATA[0]}"
-		data_node "${SENTINEL_DATA[1]}" --replicaof "$HOST" "${SENTINEL_DATA[0]}"
-		for p in "${SENTINELS[@]}"; do sentinel_node "$p"; done
-		wait_for "replica of ${SENTINEL_DATA[0]}" replica_linked
-		wait_for "sentinels" sentinels_see_all
-		log "sentinel: master $HOST:${SENTINEL_DATA[0]}, replica ${SENTINEL_DATA[1]}, sentinels ${SENTINELS[*]}"
-	else
+	local whole=1 p
+	for p in "${SENTINEL_DATA[@]}" "${SENTINELS[@]}"; do running "$DIR/$p/redis.pid" || whole=0; done
+	if [ "$whole" = 1 ]; then
 		log "sentinel: running"
+		return 0
 	fi
+	# a shape that is not whole any more (a test stopped half-way) is made again
+	for p in "${SENTINEL_DATA[@]}" "${SENTINELS[@]}"; do
+		stop_node "$p"
+		rm -rf "${DIR:?}/$p"
+	done
+	data_node "${SENTINEL_DATA[0]}"
+	data_node "${SENTINEL_DATA[1]}" --replicaof "$HOST" "${SENTINEL_DATA[0]}"
+	for p in "${SENTINELS[@]}"; do sentinel_node "$p"; done
+	wait_for "replica of ${SENTINEL_DATA[0]}" replica_linked
+	wait_for "sentinels" sentinels_see_all
+	log "sentinel: master $HOST:${SENTINEL_DATA[0]}, replica ${SENTINEL_DATA[1]}, sentinels ${SENTINELS[*]}"
+}
+
+# stop_node PORT: the process of PORT, if it runs, and wait until it is gone
+stop_node() {
+	local pid
+	running "$DIR/$1/redis.pid" || return 0
+	pid=$(read_pid "$DIR/$1/redis.pid")
+	kill "$pid" 2>/dev/null || true
+	while [ -e "/proc/$pid" ]; do sleep 0.05; done
 }
 
 cluster_ok() { local p; for p in "${CLUSTER[@]}"; do cli "$p" cluster info | grep -q '^cluster_state:ok' || return 1; done; }
@@ -117,7 +131,7 @@ start_cluster_shape() {
 	fi
 	for p in "${CLUSTER[@]}"; do
 		# a cluster that is not whole any more is made again from scratch
-		running "$DIR/$p/redis.pid" && { kill "$(read_pid "$DIR/$p/redis.pid")"; sleep 0.2; }
+		stop_node "$p"
 		rm -rf "${DIR:?}/$p"
 	done
 	for p in "${CLUSTER[@]}"; do
