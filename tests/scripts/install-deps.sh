@@ -16,7 +16,7 @@ PACKAGES=(
 	# dict clients and reference server: doveadm, quota_clone, dict-sql drivers
 	dovecot-core dovecot-sqlite dovecot-mysql dovecot-pgsql
 	# backends, started by hand by tests/scripts/services.sh
-	redis-server redis-tools
+	redis-server redis-tools redis-sentinel
 	mariadb-server mariadb-client
 	postgresql postgresql-client
 	sqlite3

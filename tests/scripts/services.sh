@@ -19,7 +19,9 @@
 #
 # Environment (all optional):
 #   DICT_TEST_SCRATCH        /tmp/dict-rs-test
-#   DICT_TEST_SERVICES       "redis mysql pgsql" (subset to start/require)
+#   DICT_TEST_SERVICES       "redis mysql pgsql redis-ha" (subset to start/require;
+#                            redis-ha: Redis Sentinel and Cluster, tests/scripts/redis-ha.sh)
+#   DICT_TEST_REDIS_HA_PORT  16380 (first of the 16 ports redis-ha.sh uses)
 #   DICT_TEST_REDIS_PORT     16379
 #   DICT_TEST_MYSQL_PORT     13306
 #   DICT_TEST_PGSQL_PORT     15432
@@ -54,7 +56,8 @@ REPO_DIR="$(cd "$SCRIPT_DIR/../.." && pwd)"
 FIXTURES="$REPO_DIR/tests/fixtures"
 
 SCRATCH="${DICT_TEST_SCRATCH:-/tmp/dict-rs-test}"
-SERVICES="${DICT_TEST_SERVICES:-redis mysql pgsql}"
+SERVICES="${DICT_TEST_SERVICES:-redis mysql pgsql redis-ha}"
+REDIS_HA="$SCRIPT_DIR/redis-ha.sh"
 REDIS_PORT="${DICT_TEST_REDIS_PORT:-16379}"
 MYSQL_PORT="${DICT_TEST_MYSQL_PORT:-13306}"
 PGSQL_PORT="${DICT_TEST_PGSQL_PORT:-15432}"
@@ -358,13 +361,14 @@ cmd_start() {
 	local t0=$SECONDS s
 	for s in $SERVICES; do
 		case "$s" in
-		redis|mysql|pgsql) ;;
-		*) die "unknown service '$s' in DICT_TEST_SERVICES (known: redis mysql pgsql)" ;;
+		redis|mysql|pgsql|redis-ha) ;;
+		*) die "unknown service '$s' in DICT_TEST_SERVICES (known: redis mysql pgsql redis-ha)" ;;
 		esac
 	done
 	# redis first (instant), then MariaDB and PostgreSQL in parallel (their
 	# first start initialises a data dir: a few seconds each)
 	selected redis && start_redis
+	selected redis-ha && bash "$REDIS_HA" start
 	local pids=() names=() i rc=0
 	for s in mysql pgsql; do
 		selected "$s" || continue
@@ -395,6 +399,7 @@ cmd_stop() {
 	pid=$(read_pid "$REDIS_PID")
 	if pid_is "$pid" redis-server; then stop_pid redis "$pid" TERM; else log "redis: not running"; fi
 	rm -f "$REDIS_PID"
+	bash "$REDIS_HA" stop
 	pid=$(read_pid "$MYSQL_PID")
 	if pid_is "$pid" mariadbd; then stop_pid mariadb "$pid" TERM; else log "mariadb: not running"; fi
 	rm -f "$MYSQL_PID"
@@ -417,6 +422,8 @@ cmd_status() {
 	if pgsql_running; then
 		echo "postgresql: running (pid $pid) $HOST:$PGSQL_PORT $PGSQL_RUN select1=$(pg_admin -d postgres -Atc 'SELECT 1' 2>&1)"
 	else echo "postgresql: stopped"; selected pgsql && rc=3; fi
+	if bash "$REDIS_HA" status >/dev/null; then echo "redis-ha: running"
+	else echo "redis-ha: stopped"; selected redis-ha && rc=3; fi
 	return $rc
 }
 
@@ -474,6 +481,12 @@ cmd_env() {
 		ex DICT_TEST_PGSQL_URL2 "postgres://$DBUSER:$DBPASS@$HOST:$PGSQL_PORT/$DB2"
 	else
 		echo "unset DICT_TEST_PGSQL_HOST DICT_TEST_PGSQL_PORT DICT_TEST_PGSQL_SOCKET_DIR DICT_TEST_PGSQL_USER DICT_TEST_PGSQL_PASSWORD DICT_TEST_PGSQL_DB DICT_TEST_PGSQL_DB2 DICT_TEST_PGSQL_URL DICT_TEST_PGSQL_URL2"
+	fi
+	if bash "$REDIS_HA" status >/dev/null; then
+		running="$running redis-ha"
+		bash "$REDIS_HA" env
+	else
+		echo "unset DICT_TEST_REDIS_SENTINELS DICT_TEST_REDIS_MASTER_NAME DICT_TEST_REDIS_CLUSTER DICT_TEST_REDIS_HA_SCRIPT"
 	fi
 	ex DICT_TEST_AVAILABLE "${running# }"
 }

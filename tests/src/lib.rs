@@ -12,6 +12,7 @@ pub mod faults;
 pub mod load;
 pub mod mail_env;
 pub mod raw_cases;
+pub mod redis_ha;
 pub mod service_control;
 pub mod wire;
 
@@ -193,6 +194,16 @@ impl DictServer {
         toml: &str,
     ) -> DictServer {
         Self::start_configured(backend, name, "", Some(toml), Some(connect))
+    }
+
+    /// Both: the dict's URI given, and our own TOML file.
+    pub fn start_with_dict_and_toml(
+        backend: Backend,
+        name: &str,
+        given_uri: &str,
+        toml: &str,
+    ) -> DictServer {
+        Self::start_configured(backend, name, given_uri, Some(toml))
     }
 
     fn start_configured(

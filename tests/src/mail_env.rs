@@ -13,9 +13,9 @@ pub struct MailEnv {
 }
 
 impl MailEnv {
-    /// An instance in `<scratch>/qc-<backend>`.
+    /// An instance in `<scratch>/qc-<dict name>`.
     pub fn start(server: &DictServer) -> MailEnv {
-        Self::start_in(server, &format!("qc-{}", server.backend.driver()))
+        Self::start_in(server, &format!("qc-{}", server.name))
     }
 
     /// An instance in `<scratch>/<dir>` (one per concurrently running test).

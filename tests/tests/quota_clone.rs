@@ -6,17 +6,58 @@
 //! rows with exactly what the plugin had written, and `export` reads them back from the
 //! backend named in the server's dovecot.conf.
 
+use std::process::Command;
+
 use dict_tests::mail_env::{message, MailEnv};
-use dict_tests::{doveadm, quota_clone, redis_del, redis_get, Backend, DictServer};
+use dict_tests::{
+    doveadm, quota_clone, redis_cli, run_ok, service_env, unique, Backend, DictServer,
+};
 
 const ALICE: &str = "qc-alice@example.test";
 const BOB: &str = "qc-bob@example.test";
 
-fn check(server: &DictServer, mail: &MailEnv, user: &str, step: &str) {
+/// The Redis behind the server, read directly with `redis-cli`: services.sh's server, or
+/// the Redis Cluster of tests/scripts/redis-ha.sh (with the user_hash_tag layout).
+struct RedisView {
+    cluster: Option<(String, String)>,
+}
+
+impl RedisView {
+    fn cli(&self) -> Command {
+        match &self.cluster {
+            None => redis_cli(),
+            Some((host, port)) => {
+                let mut cmd = Command::new("redis-cli");
+                cmd.args(["-c", "-h", host, "-p", port]);
+                cmd
+            }
+        }
+    }
+
+    /// The Redis key of `priv/<rest>` of `user`.
+    fn key(&self, server: &DictServer, user: &str, rest: &str) -> String {
+        let p = &server.redis_prefix;
+        match self.cluster {
+            None => format!("{p}{user}/{rest}"),
+            Some(_) => format!("{p}{{{user}}}/{rest}"),
+        }
+    }
+
+    fn get(&self, key: &str) -> String {
+        let out = run_ok(self.cli().arg("--no-raw").arg("GET").arg(key));
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+
+    fn del(&self, key: &str) {
+        run_ok(self.cli().arg("DEL").arg(key));
+    }
+}
+
+fn check(server: &DictServer, redis: &RedisView, mail: &MailEnv, user: &str, step: &str) {
     let (bytes, messages) = mail.usage(user);
     if server.backend == Backend::Redis {
         // Dovecot's layout: <prefix><user>/quota/storage, readable by any Redis client.
-        let raw = redis_get(&format!("{}{user}/quota/storage", server.redis_prefix));
+        let raw = redis.get(&redis.key(server, user, "quota/storage"));
         assert_eq!(
             raw,
             format!("\"{bytes}\""),
@@ -68,10 +109,10 @@ fn check(server: &DictServer, mail: &MailEnv, user: &str, step: &str) {
 
 /// (bytes, messages) as the backend stores them for `user`, read directly; empty when
 /// absent.
-fn stored(server: &DictServer, user: &str) -> (String, String) {
+fn stored(server: &DictServer, redis: &RedisView, user: &str) -> (String, String) {
     if server.backend == Backend::Redis {
         let get = |key: &str| {
-            let raw = redis_get(&format!("{}{user}/{key}", server.redis_prefix));
+            let raw = redis.get(&redis.key(server, user, key));
             // redis-cli --no-raw: "123" for a string, (nil) for no key.
             raw.strip_prefix('"')
                 .and_then(|r| r.strip_suffix('"'))
@@ -89,29 +130,30 @@ fn stored(server: &DictServer, user: &str) -> (String, String) {
     }
 }
 
-fn wipe(server: &DictServer, user: &str) {
+fn wipe(server: &DictServer, redis: &RedisView, user: &str) {
     if server.backend == Backend::Redis {
-        let p = &server.redis_prefix;
-        redis_del(&[
-            &format!("{p}{user}/quota/storage"),
-            &format!("{p}{user}/quota/messages"),
-        ]);
+        // one key at a time: in a cluster they may live on different nodes
+        redis.del(&redis.key(server, user, "quota/storage"));
+        redis.del(&redis.key(server, user, "quota/messages"));
     } else {
         server.sql(&format!("DELETE FROM quota WHERE username = '{user}'"));
     }
-    assert_eq!(stored(server, user), (String::new(), String::new()));
+    assert_eq!(stored(server, redis, user), (String::new(), String::new()));
 }
 
 /// Our `quota-clone` against the plugin's rows: `sync --from-doveadm` on the real mail
 /// store writes the same values, and `export` reads them back.
-fn sync_and_export(server: &DictServer, mail: &MailEnv) {
+fn sync_and_export(server: &DictServer, redis: &RedisView, mail: &MailEnv) {
     // A second mailbox: quota counts all of them, and the doveadm sums must too.
     mail.doveadm(&["mailbox", "create", "-u", ALICE, "Archive"], None);
     mail.doveadm(
         &["save", "-u", ALICE, "-m", "Archive"],
         Some(message(5, ALICE)),
     );
-    let plugin: Vec<(String, String)> = [ALICE, BOB].iter().map(|u| stored(server, u)).collect();
+    let plugin: Vec<(String, String)> = [ALICE, BOB]
+        .iter()
+        .map(|u| stored(server, redis, u))
+        .collect();
     let (inbox_bytes, _) = mail.usage(ALICE);
     let alice_bytes: u64 = plugin[0].0.parse().expect("alice's bytes");
     assert!(
@@ -120,7 +162,7 @@ fn sync_and_export(server: &DictServer, mail: &MailEnv) {
     );
     assert_eq!(plugin[1], ("0".to_string(), "0".to_string()));
     for user in [ALICE, BOB] {
-        wipe(server, user);
+        wipe(server, redis, user);
     }
     let uri = server.uri();
     let summary = quota_clone(&[
@@ -134,7 +176,7 @@ fn sync_and_export(server: &DictServer, mail: &MailEnv) {
     assert_eq!(summary.trim(), "written: 2, failed: 0, uncertain: 0");
     for (user, want) in [ALICE, BOB].iter().zip(&plugin) {
         assert_eq!(
-            &stored(server, user),
+            &stored(server, redis, user),
             want,
             "{user}: sync --from-doveadm vs the plugin"
         );
@@ -154,35 +196,40 @@ fn sync_and_export(server: &DictServer, mail: &MailEnv) {
 
 fn suite(backend: Backend) {
     let server = DictServer::start(backend, backend.driver());
+    suite_on(&server, &RedisView { cluster: None });
+}
+
+fn suite_on(server: &DictServer, redis: &RedisView) {
+    let backend = server.backend;
     if backend != Backend::Redis {
         for user in [ALICE, BOB] {
             server.sql(&format!("DELETE FROM quota WHERE username = '{user}'"));
         }
     }
-    let mail = MailEnv::start(&server);
+    let mail = MailEnv::start(server);
     for n in 1..=3 {
         mail.doveadm(
             &["save", "-u", ALICE, "-m", "INBOX"],
             Some(message(n, ALICE)),
         );
     }
-    check(&server, &mail, ALICE, "after 3 saves");
+    check(server, redis, &mail, ALICE, "after 3 saves");
     mail.doveadm(&["save", "-u", BOB, "-m", "INBOX"], Some(message(7, BOB)));
-    check(&server, &mail, BOB, "after 1 save");
+    check(server, redis, &mail, BOB, "after 1 save");
     mail.doveadm(
         &["expunge", "-u", ALICE, "mailbox", "INBOX", "uid", "2"],
         None,
     );
-    check(&server, &mail, ALICE, "after expunge");
+    check(server, redis, &mail, ALICE, "after expunge");
     mail.doveadm(
         &["copy", "-u", ALICE, "INBOX", "mailbox", "INBOX", "uid", "1"],
         None,
     );
-    check(&server, &mail, ALICE, "after copy");
+    check(server, redis, &mail, ALICE, "after copy");
     mail.doveadm(&["expunge", "-u", BOB, "mailbox", "INBOX", "all"], None);
-    check(&server, &mail, BOB, "after expunge all");
+    check(server, redis, &mail, BOB, "after expunge all");
     assert_eq!(mail.usage(BOB), (0, 0));
-    sync_and_export(&server, &mail);
+    sync_and_export(server, redis, &mail);
 }
 
 #[test]
@@ -203,4 +250,24 @@ fn quota_clone_into_postgresql() {
 #[test]
 fn quota_clone_into_redis() {
     suite(Backend::Redis);
+}
+
+/// The same on a Redis Cluster (tests/scripts/redis-ha.sh): `user_hash_tag=yes` keeps each
+/// user's two quota keys in one slot, so the plugin's transaction is one `MULTI`.
+#[test]
+fn quota_clone_into_redis_cluster() {
+    let nodes = service_env("DICT_TEST_REDIS_CLUSTER");
+    let (host, port) = nodes
+        .split(',')
+        .next()
+        .and_then(|n| n.split_once('/'))
+        .expect("DICT_TEST_REDIS_CLUSTER is host/port,…");
+    let prefix = unique("qcc") + "/";
+    let uri = format!("redis:cluster={nodes}:user_hash_tag=yes:prefix={prefix}");
+    let mut server = DictServer::start_with_dict(Backend::Redis, "rediscluster", &uri);
+    server.redis_prefix = prefix;
+    let redis = RedisView {
+        cluster: Some((host.to_string(), port.to_string())),
+    };
+    suite_on(&server, &redis);
 }

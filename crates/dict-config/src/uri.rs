@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use crate::error::ConfigError;
 
 /// A dict URI split into its driver and that driver's arguments.
+// Parsed once per dict at startup: the size of the Redis variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DictUri {
     /// `sqlite:`, `mysql:` or `pgsql:` followed by the path of a map file
@@ -136,6 +138,24 @@ pub struct RedisParams {
     pub user: Option<String>,
     /// Our extension: `tls=yes` connects with TLS.
     pub tls: bool,
+    /// Our extension: `sentinels=<host>[/<port>],…` asks these Redis Sentinels (port
+    /// 26379 by default) for the master called `master_name`, instead of using host/port.
+    pub sentinels: Vec<(String, u16)>,
+    /// Our extension: `master_name=` of the Sentinel-monitored master.
+    pub master_name: Option<String>,
+    /// Our extension: `sentinel_user=`/`sentinel_password=` for the sentinels (user/password
+    /// are for the data nodes).
+    pub sentinel_user: Option<String>,
+    pub sentinel_password: Option<String>,
+    /// Our extension: `cluster=<host>[/<port>],…` are seed nodes of a Redis Cluster.
+    pub cluster: Vec<(String, u16)>,
+    /// Our extension: `user_hash_tag=yes` writes `priv/` keys as `<prefix>{<user>}/<rest>`
+    /// so that all keys of one user share one cluster slot (Dovecot cannot read these).
+    pub user_hash_tag: bool,
+    /// Our extension: `wait_replicas=N` sends `WAIT N <wait_timeout_msecs>` after each
+    /// commit's `EXEC`; fewer replicas acknowledging makes the commit write-uncertain.
+    pub wait_replicas: u32,
+    pub wait_timeout_msecs: u32,
 }
 
 impl Default for RedisParams {
@@ -151,7 +171,40 @@ impl Default for RedisParams {
             password: None,
             user: None,
             tls: false,
+            sentinels: Vec::new(),
+            master_name: None,
+            sentinel_user: None,
+            sentinel_password: None,
+            cluster: Vec::new(),
+            user_hash_tag: false,
+            wait_replicas: 0,
+            wait_timeout_msecs: 1000,
         }
+    }
+}
+
+/// `<host>[/<port>],…` (a `:` cannot appear in a URI value), `default_port` where none is
+/// given.
+fn parse_nodes(value: &str, default_port: u16) -> Option<Vec<(String, u16)>> {
+    value
+        .split(',')
+        .map(|node| {
+            let (host, port) = match node.split_once('/') {
+                Some((host, port)) => (host, port.parse().ok().filter(|p| *p != 0)?),
+                None => (node, default_port),
+            };
+            (!host.is_empty()).then(|| (host.to_string(), port))
+        })
+        .collect()
+}
+
+fn yes_no(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(format!(
+            "Invalid {key} value: '{value}' (expected yes or no)"
+        )),
     }
 }
 
@@ -229,21 +282,45 @@ impl RedisParams {
                 "timeout_msecs" => params.timeout_msecs = value.parse().map_err(|_| invalid())?,
                 "password" => params.password = Some(value.to_string()),
                 "user" => params.user = Some(value.to_string()),
-                "tls" => {
-                    params.tls = match value {
-                        "yes" => true,
-                        "no" => false,
-                        _ => {
-                            return Err(format!(
-                                "Invalid tls value: '{value}' (expected yes or no)"
-                            ))
-                        }
-                    }
+                "tls" => params.tls = yes_no(key, value)?,
+                "sentinels" => params.sentinels = parse_nodes(value, 26379).ok_or_else(invalid)?,
+                "master_name" if !value.is_empty() => params.master_name = Some(value.into()),
+                "master_name" => return Err(invalid()),
+                "sentinel_user" => params.sentinel_user = Some(value.to_string()),
+                "sentinel_password" => params.sentinel_password = Some(value.to_string()),
+                "cluster" => params.cluster = parse_nodes(value, 6379).ok_or_else(invalid)?,
+                "user_hash_tag" => params.user_hash_tag = yes_no(key, value)?,
+                "wait_replicas" => params.wait_replicas = value.parse().map_err(|_| invalid())?,
+                "wait_timeout_msecs" => {
+                    params.wait_timeout_msecs = value.parse().map_err(|_| invalid())?
                 }
                 _ => return Err(format!("Unknown parameter: {key}")),
             }
         }
+        params.check_shape()?;
         Ok(params)
+    }
+
+    /// One shape at a time: a server (host/port or path), Sentinel, or Cluster.
+    fn check_shape(&self) -> Result<(), String> {
+        if self.sentinels.is_empty() != self.master_name.is_none() {
+            return Err("sentinels= and master_name= go together".into());
+        }
+        let sentinel = !self.sentinels.is_empty();
+        let cluster = !self.cluster.is_empty();
+        if sentinel && cluster {
+            return Err("sentinels= and cluster= exclude each other".into());
+        }
+        if (sentinel || cluster) && self.path.is_some() {
+            return Err("path= cannot be combined with sentinels= or cluster=".into());
+        }
+        if cluster && self.db != 0 {
+            return Err("a Redis Cluster has only db 0".into());
+        }
+        if (self.sentinel_user.is_some() || self.sentinel_password.is_some()) && !sentinel {
+            return Err("sentinel_user=/sentinel_password= need sentinels=".into());
+        }
+        Ok(())
     }
 }
 
@@ -356,6 +433,7 @@ mod tests {
                 password: Some("pw".into()),
                 user: Some("dict".into()),
                 tls: true,
+                ..RedisParams::default()
             }
         );
         let DictUri::Redis(p) = DictUri::parse("r", "redis:path=/run/redis.sock:tls=no").unwrap()
@@ -382,5 +460,48 @@ mod tests {
         assert_eq!(err("redis:db=-1"), "dict 'x': Invalid db value: '-1'");
         assert!(err("redis:timeout_msecs=soon").contains("Invalid timeout_msecs value"));
         assert!(err("redis:tls=maybe").contains("Invalid tls value: 'maybe'"));
+    }
+
+    #[test]
+    fn redis_sentinel_and_cluster_parameters() {
+        let redis = |uri: &str| match DictUri::parse("r", uri).unwrap() {
+            DictUri::Redis(p) => p,
+            other => panic!("{other:?}"),
+        };
+        let p = redis(
+            "redis:sentinels=10.0.0.1,s2/26380:master_name=mymaster:sentinel_user=su:\
+             sentinel_password=sp:wait_replicas=1:wait_timeout_msecs=250",
+        );
+        assert_eq!(
+            p.sentinels,
+            [("10.0.0.1".to_string(), 26379), ("s2".to_string(), 26380)]
+        );
+        assert_eq!(p.master_name.as_deref(), Some("mymaster"));
+        assert_eq!(
+            (p.sentinel_user.as_deref(), p.sentinel_password.as_deref()),
+            (Some("su"), Some("sp"))
+        );
+        assert_eq!((p.wait_replicas, p.wait_timeout_msecs), (1, 250));
+        let p = redis("redis:cluster=a/7000,b:user_hash_tag=yes");
+        assert_eq!(
+            p.cluster,
+            [("a".to_string(), 7000), ("b".to_string(), 6379)]
+        );
+        assert!(p.user_hash_tag);
+        assert_eq!(
+            err("redis:sentinels=a"),
+            "dict 'x': sentinels= and master_name= go together"
+        );
+        assert_eq!(
+            err("redis:master_name=m"),
+            "dict 'x': sentinels= and master_name= go together"
+        );
+        assert!(err("redis:sentinels=a/0:master_name=m").contains("Invalid sentinels value"));
+        assert!(err("redis:cluster=a,,b").contains("Invalid cluster value"));
+        assert!(err("redis:cluster=a:sentinels=b:master_name=m").contains("exclude each other"));
+        assert!(err("redis:cluster=a:db=1").contains("only db 0"));
+        assert!(err("redis:cluster=a:path=/x").contains("path= cannot"));
+        assert!(err("redis:sentinel_password=x").contains("need sentinels="));
+        assert!(err("redis:user_hash_tag=1").contains("Invalid user_hash_tag value"));
     }
 }

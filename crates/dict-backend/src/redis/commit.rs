@@ -98,6 +98,13 @@ impl CommitPlan {
         self.ops.is_empty()
     }
 
+    /// Every Redis key the transaction writes, in order (repeats included).
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.ops.iter().map(|op| match op {
+            Op::Set { key, .. } | Op::Del { key } | Op::IncrBy { key, .. } => key.as_slice(),
+        })
+    }
+
     /// `TYPE` of every checked key, then one `MGET` of them all; `None` when no increment
     /// needs checking.
     pub(crate) fn check_pipeline(&self) -> Option<Pipeline> {

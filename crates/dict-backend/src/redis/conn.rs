@@ -8,13 +8,22 @@
 //! manager's reconnect backoff. Like Dovecot we connect again on the next operation after
 //! a failure. We open the socket ourselves and run the connection's driver task, so a
 //! connection that died while idle (Redis restarted) is known dead before it is used.
+//!
+//! With `sentinels=` the address of each new connection is the master the sentinels name
+//! at that moment ([`super::sentinel`]); with `cluster=` the connection is redis-rs'
+//! cluster connection, which routes by slot and follows MOVED/ASK ([`super::cluster`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ProtocolVersion, RedisConnectionInfo, RedisError};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    AsyncConnectionConfig, Cmd, Pipeline, ProtocolVersion, RedisConnectionInfo, RedisError,
+    RedisFuture, Value,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Mutex;
@@ -25,10 +34,60 @@ use tokio_rustls::TlsConnector;
 
 use dict_config::RedisParams;
 
+use super::sentinel::SentinelAddr;
+
+/// One Redis server's connection, or a cluster's (one per node, routed by slot).
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Server(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// The cluster connection, for what only a cluster has (its masters, routing by node).
+    pub(crate) fn cluster(self) -> Result<ClusterConnection, RedisError> {
+        match self {
+            Conn::Cluster(c) => Ok(c),
+            Conn::Server(_) => Err(RedisError::from((
+                redis::ErrorKind::ClientError,
+                "not a cluster connection",
+            ))),
+        }
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Server(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Server(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Server(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// A connection handed to one operation; `dead` is shared by all handles of it.
 #[derive(Clone)]
 pub(crate) struct Live {
-    pub(crate) conn: MultiplexedConnection,
+    pub(crate) conn: Conn,
     dead: Arc<AtomicBool>,
     /// Made for this operation (not taken from the cache).
     pub(crate) fresh: bool,
@@ -52,6 +111,9 @@ enum Addr {
         tls: TlsConnector,
     },
     Unix(PathBuf),
+    /// The master named by the sentinels, over TCP (with TLS for `tls=yes`).
+    Sentinel(SentinelAddr, Option<TlsConnector>),
+    Cluster(ClusterClient),
 }
 
 pub(crate) struct Connector {
@@ -76,7 +138,41 @@ impl Connector {
     /// Checks the parameters (and loads the CA certificates for `tls=yes`); does not
     /// connect.
     pub(crate) fn new(params: &RedisParams) -> Result<Connector, String> {
-        let (addr, target) = match &params.path {
+        if params.user.is_some() && params.password.is_none() {
+            return Err("redis: user= needs password= as well".into());
+        }
+        let info = RedisConnectionInfo {
+            db: i64::from(params.db),
+            username: params.user.clone(),
+            password: params.password.clone(),
+            protocol: ProtocolVersion::RESP2,
+        };
+        let (addr, target) = if !params.cluster.is_empty() {
+            let (client, target) = super::cluster::client(params)?;
+            (Addr::Cluster(client), target)
+        } else if !params.sentinels.is_empty() {
+            let sentinel = SentinelAddr::new(params, &info)?;
+            let target = sentinel.target();
+            let tls = match params.tls {
+                true => Some(TlsConnector::from(Arc::new(tls_config()?))),
+                false => None,
+            };
+            (Addr::Sentinel(sentinel, tls), target)
+        } else {
+            Self::server_addr(params)?
+        };
+        Ok(Connector {
+            addr,
+            info,
+            target,
+            current: Mutex::new(None),
+            connected_before: AtomicBool::new(false),
+        })
+    }
+
+    /// `path=`, or `host=`/`port=` with or without TLS.
+    fn server_addr(params: &RedisParams) -> Result<(Addr, String), String> {
+        Ok(match &params.path {
             Some(path) => {
                 if params.tls {
                     return Err(format!(
@@ -103,22 +199,6 @@ impl Connector {
                 };
                 (addr, target)
             }
-        };
-        if params.user.is_some() && params.password.is_none() {
-            return Err("redis: user= needs password= as well".into());
-        }
-        let info = RedisConnectionInfo {
-            db: i64::from(params.db),
-            username: params.user.clone(),
-            password: params.password.clone(),
-            protocol: ProtocolVersion::RESP2,
-        };
-        Ok(Connector {
-            addr,
-            info,
-            target,
-            current: Mutex::new(None),
-            connected_before: AtomicBool::new(false),
         })
     }
 
@@ -159,7 +239,12 @@ impl Connector {
         Ok(live)
     }
 
-    async fn open(&self) -> Result<(MultiplexedConnection, Arc<AtomicBool>), RedisError> {
+    /// Whether this is a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.addr, Addr::Cluster(_))
+    }
+
+    async fn open(&self) -> Result<(Conn, Arc<AtomicBool>), RedisError> {
         match &self.addr {
             Addr::Tcp { host, port } => {
                 let tcp = TcpStream::connect((host.as_str(), *port)).await?;
@@ -174,15 +259,33 @@ impl Connector {
                 self.start(tls.connect(name, tcp).await?).await
             }
             Addr::Unix(path) => self.start(UnixStream::connect(path).await?).await,
+            Addr::Sentinel(sentinel, tls) => {
+                let (host, port) = sentinel.master().await?;
+                tracing::debug!("redis: sentinels name {host}:{port} as the master");
+                let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                tcp.set_nodelay(true)?;
+                match tls {
+                    Some(tls) => {
+                        let name = ServerName::try_from(host).map_err(|e| {
+                            std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
+                        })?;
+                        self.start(tls.connect(name, tcp).await?).await
+                    }
+                    None => self.start(tcp).await,
+                }
+            }
+            // redis-rs reconnects to single nodes itself; `dead` is set by our callers
+            // when a request fails on the connection, to make a new one (new topology).
+            Addr::Cluster(client) => Ok((
+                Conn::Cluster(client.get_async_connection().await?),
+                Arc::new(AtomicBool::new(false)),
+            )),
         }
     }
 
     /// Sends `AUTH`/`SELECT` and starts the task that drives the connection; when that
     /// task ends (EOF, reset, all handles dropped) the connection is marked dead.
-    async fn start<S>(
-        &self,
-        stream: S,
-    ) -> Result<(MultiplexedConnection, Arc<AtomicBool>), RedisError>
+    async fn start<S>(&self, stream: S) -> Result<(Conn, Arc<AtomicBool>), RedisError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -198,7 +301,7 @@ impl Connector {
             driver.await;
             flag.store(true, Ordering::Relaxed);
         });
-        Ok((conn, dead))
+        Ok((Conn::Server(conn), dead))
     }
 }
 
@@ -225,4 +328,14 @@ fn tls_config() -> Result<ClientConfig, String> {
 /// True when `e` says the connection itself is unusable (as opposed to an error reply).
 pub(crate) fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
+}
+
+/// True when `e` says the server we reached is not (or no longer) the master: a replica
+/// (`READONLY`, an old master after a failover) or a cluster node without the slot. Nothing
+/// was written; a new connection finds the master.
+pub(crate) fn is_not_master(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        redis::ErrorKind::ReadOnly | redis::ErrorKind::ClusterDown | redis::ErrorKind::MasterDown
+    ) || e.to_string().contains("READONLY")
 }

@@ -2,6 +2,11 @@
 //! `shared/<rest>` is `<prefix><rest>` and `priv/<rest>` is `<prefix><user>/<rest>`, the
 //! username escaped only when it contains `/`. Also the way back, for iteration, and the
 //! SCAN pattern of an iteration path.
+//!
+//! Opt-in (`user_hash_tag=yes`, for Redis Cluster): `priv/<rest>` is
+//! `<prefix>{<user>}/<rest>`, so that every key of a user hashes to one slot (the tag) and
+//! a commit over a user's keys can be one `MULTI`. Dovecot's dict-redis does not read these
+//! keys.
 
 use std::borrow::Cow;
 
@@ -11,6 +16,8 @@ use crate::{key_namespace, Namespace, PRIV_PREFIX, SHARED_PREFIX};
 #[derive(Debug, Clone, Default)]
 pub(crate) struct KeyLayout {
     prefix: Vec<u8>,
+    /// `{<user>}` instead of `<user>` in `priv/` keys.
+    user_hash_tag: bool,
 }
 
 /// Where one namespace of one user lives in Redis: every Redis key of it starts with `base`.
@@ -25,6 +32,15 @@ impl KeyLayout {
     pub(crate) fn new(prefix: &str) -> Self {
         KeyLayout {
             prefix: prefix.as_bytes().to_vec(),
+            user_hash_tag: false,
+        }
+    }
+
+    /// The layout that puts the (escaped) username in a hash tag.
+    pub(crate) fn with_user_hash_tag(self) -> Self {
+        KeyLayout {
+            user_hash_tag: true,
+            ..self
         }
     }
 
@@ -36,9 +52,15 @@ impl KeyLayout {
             Namespace::Shared => (self.prefix.clone(), &key[SHARED_PREFIX.len()..]),
             Namespace::Private => {
                 let user = escape_username(username);
-                let mut base = Vec::with_capacity(self.prefix.len() + user.len() + 1);
+                let mut base = Vec::with_capacity(self.prefix.len() + user.len() + 3);
                 base.extend_from_slice(&self.prefix);
-                base.extend_from_slice(&user);
+                if self.user_hash_tag {
+                    base.push(b'{');
+                    base.extend_from_slice(&user);
+                    base.push(b'}');
+                } else {
+                    base.extend_from_slice(&user);
+                }
                 base.push(b'/');
                 (base, &key[PRIV_PREFIX.len()..])
             }
@@ -72,7 +94,12 @@ impl KeyLayout {
             .strip_prefix(&self.prefix[..])?
             .strip_suffix(rest)?
             .strip_suffix(b"/")?;
-        if name.is_empty() || name.contains(&b'/') {
+        let name = if self.user_hash_tag {
+            name.strip_prefix(b"{")?.strip_suffix(b"}")?
+        } else {
+            name
+        };
+        if name.contains(&b'/') || (name.is_empty() && !self.user_hash_tag) {
             return None;
         }
         Some(unescape_username(name))
@@ -221,6 +248,35 @@ mod tests {
             layout.user_of(b"other/u/quota/storage", b"quota/storage"),
             None
         );
+    }
+
+    #[test]
+    fn user_hash_tag_layout() {
+        let layout = KeyLayout::new("pfx/").with_user_hash_tag();
+        let k = |key: &str, user: &str| {
+            String::from_utf8(layout.redis_key(key.as_bytes(), user.as_bytes()).unwrap()).unwrap()
+        };
+        assert_eq!(k("priv/quota/storage", "u"), "pfx/{u}/quota/storage");
+        assert_eq!(
+            k("priv/quota/messages", "a/b"),
+            r"pfx/{a\-b}/quota/messages"
+        );
+        assert_eq!(
+            k("shared/x", "u"),
+            "pfx/x",
+            "shared keys keep Dovecot's layout"
+        );
+        for user in ["u", "a/b", r"us\er", ""] {
+            let key = layout.redis_key(b"priv/q", user.as_bytes()).unwrap();
+            assert_eq!(layout.user_of(&key, b"q").as_deref(), Some(user.as_bytes()));
+        }
+        assert_eq!(
+            layout.user_of(b"pfx/u/q", b"q"),
+            None,
+            "untagged: not a user key"
+        );
+        let (scope, rest) = layout.split(b"priv/quota/", b"u").unwrap();
+        assert_eq!(scope.scan_pattern(rest), b"pfx/{u}/quota/*".to_vec());
     }
 
     #[test]

@@ -5,14 +5,18 @@
 //! Where this differs from Dovecot 2.3.19 (all deliberate):
 //! * Iteration works (Dovecot: "Unsupported operation"); see [`RedisDict`].
 //! * `host=` may be a host name; `user=` (ACL user) and `tls=yes` are extensions.
+//! * Extensions for several hosts: Redis Sentinel ([`sentinel`]), Redis Cluster ([`cluster`];
+//!   `user_hash_tag=yes` in [`keys`]) and `wait_replicas=` (`WAIT` after each `EXEC`).
 //! * A commit whose increment Redis would refuse fails without writing anything (see
 //!   [`commit`]); Dovecot applied the rest of the `EXEC`.
 //! * Any number of transactions may be open at once (Dovecot asserted), and lookups never
 //!   block other connections of the dict.
 
+mod cluster;
 mod commit;
 mod conn;
 mod keys;
+mod sentinel;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -21,14 +25,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 use tokio::time::{timeout_at, Instant};
 
 use dict_config::RedisParams;
 
 use self::commit::CommitPlan;
-use self::conn::{is_connection_error, ConnectError, Connector};
+use self::conn::{is_connection_error, is_not_master, Conn, ConnectError, Connector};
 use self::keys::{KeyLayout, Scope};
 use crate::{CommitResult, Dict, DictError, IterRow, IterateOptions, Transaction, UserValues};
 
@@ -65,6 +68,8 @@ struct Inner {
     keys: KeyLayout,
     expire_secs: Option<u32>,
     timeout: Duration,
+    /// `wait_replicas=`, `wait_timeout_msecs=`: `WAIT` after each `EXEC`.
+    wait: Option<(u32, u32)>,
 }
 
 impl RedisDict {
@@ -73,12 +78,23 @@ impl RedisDict {
     /// certificate on the system, `user=` without `password=`.
     pub fn connect(params: &RedisParams) -> Result<RedisDict, DictError> {
         let conn = Connector::new(params).map_err(DictError::new)?;
+        let mut keys = KeyLayout::new(&params.prefix);
+        if params.user_hash_tag {
+            if params.prefix.contains(['{', '}']) {
+                return Err(DictError::new(
+                    "redis: user_hash_tag=yes needs a prefix= without { and }",
+                ));
+            }
+            keys = keys.with_user_hash_tag();
+        }
         Ok(RedisDict {
             inner: Arc::new(Inner {
                 conn,
-                keys: KeyLayout::new(&params.prefix),
+                keys,
                 expire_secs: params.expire_secs.filter(|&s| s > 0),
                 timeout: Duration::from_millis(u64::from(params.timeout_msecs.max(1))),
+                wait: (params.wait_replicas > 0)
+                    .then_some((params.wait_replicas, params.wait_timeout_msecs)),
             }),
         })
     }
@@ -121,7 +137,7 @@ impl Inner {
     /// Runs a read-only request within one timeout (see [`Inner::read_until`]).
     async fn read<T, F, Fut>(&self, what: &str, f: F) -> Result<T, DictError>
     where
-        F: Fn(MultiplexedConnection) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         self.read_until(Instant::now() + self.timeout, what, f)
@@ -138,7 +154,7 @@ impl Inner {
         f: F,
     ) -> Result<T, DictError>
     where
-        F: Fn(MultiplexedConnection) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let mut retried = false;
@@ -186,6 +202,11 @@ impl Inner {
         if plan.is_empty() {
             return CommitResult::Ok;
         }
+        if self.conn.is_cluster() {
+            if let Some(e) = cluster::cross_slot(plan.keys()) {
+                return CommitResult::Failed(e);
+            }
+        }
         let deadline = Instant::now() + self.timeout;
         if let Some(check) = plan.check_pipeline() {
             let replies = self
@@ -218,7 +239,20 @@ impl Inner {
             // From here on the EXEC may have reached Redis.
             return match timeout_at(deadline, plan.pipeline().query_async::<Value>(&mut conn)).await
             {
-                Ok(Ok(_)) => CommitResult::Ok,
+                Ok(Ok(_)) => match self.wait {
+                    Some(wait) => self.wait_replicas(conn, &plan, wait, deadline).await,
+                    None => CommitResult::Ok,
+                },
+                // a replica (an old master after a failover) refused the writes: nothing
+                // was applied, a new connection finds the master
+                Ok(Err(e)) if is_not_master(&e) => {
+                    live.discard();
+                    if !retried {
+                        retried = true;
+                        continue;
+                    }
+                    CommitResult::Failed(format!("redis: commit failed: {e}"))
+                }
                 Ok(Err(e)) if is_connection_error(&e) => {
                     live.discard();
                     // A reused connection that died while idle refuses the write itself: the
@@ -238,13 +272,72 @@ impl Inner {
         }
     }
 
-    /// Every Redis key matching `pattern`, deduplicated (SCAN may repeat keys) and sorted.
+    /// `WAIT <replicas> <msecs>` after an applied `EXEC`, on the connection (for a cluster:
+    /// the node) that ran it. Too few replicas: the write is on the master but may be lost
+    /// if it fails now, so the commit is `WriteUncertain`.
+    async fn wait_replicas(
+        &self,
+        mut conn: Conn,
+        plan: &CommitPlan,
+        (replicas, msecs): (u32, u32),
+        deadline: Instant,
+    ) -> CommitResult {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(msecs);
+        let acked = match &mut conn {
+            Conn::Server(c) => timeout_at(deadline, wait.query_async::<i64>(c)).await,
+            Conn::Cluster(c) => {
+                let key = plan.keys().next().unwrap_or_default();
+                timeout_at(deadline, cluster::wait_on_master_of(c, &wait, key)).await
+            }
+        };
+        match acked {
+            Ok(Ok(n)) if n >= i64::from(replicas) => CommitResult::Ok,
+            Ok(Ok(n)) => CommitResult::WriteUncertain(format!(
+                "redis: commit applied on the master, but only {n} of {replicas} replicas \
+                 acknowledged it within {msecs} ms: a failover now may lose it"
+            )),
+            Ok(Err(e)) => CommitResult::WriteUncertain(format!(
+                "redis: commit applied on the master, but WAIT failed: {e}"
+            )),
+            Err(_) => CommitResult::WriteUncertain(self.timed_out("commit (WAIT for replicas)")),
+        }
+    }
+
+    /// Every Redis key matching `pattern`, deduplicated (SCAN may repeat keys) and sorted;
+    /// in a cluster, of every master.
     async fn scan(&self, pattern: &[u8]) -> Result<BTreeSet<Vec<u8>>, DictError> {
+        if !self.conn.is_cluster() {
+            return self.scan_node(None, pattern).await;
+        }
+        let masters = self
+            .read("iterate", |conn| async move {
+                cluster::masters(&mut conn.cluster()?).await
+            })
+            .await?;
+        let mut found = BTreeSet::new();
+        for master in &masters {
+            found.extend(self.scan_node(Some(master), pattern).await?);
+        }
+        Ok(found)
+    }
+
+    /// The keys matching `pattern` of the server, or of one cluster master.
+    async fn scan_node(
+        &self,
+        master: Option<&(String, u16)>,
+        pattern: &[u8],
+    ) -> Result<BTreeSet<Vec<u8>>, DictError> {
         let mut found = BTreeSet::new();
         let mut cursor: u64 = 0;
         loop {
             let (next, keys): (u64, Vec<Vec<u8>>) = self
                 .read("iterate", |mut conn| async move {
+                    if let Some(master) = master {
+                        let mut conn = conn.cluster()?;
+                        return cluster::scan_node(&mut conn, master, cursor, pattern, SCAN_COUNT)
+                            .await;
+                    }
                     redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")

@@ -199,6 +199,21 @@ pub fn comparable(spec: &DictSpec) -> DictSpec {
     }
 }
 
+/// The first Sentinel/Cluster/WAIT parameter of a redis URI, which no Dovecot version has.
+fn ha_extension(p: &crate::uri::RedisParams) -> Option<&'static str> {
+    if !p.sentinels.is_empty() {
+        Some("sentinels=")
+    } else if !p.cluster.is_empty() {
+        Some("cluster=")
+    } else if p.user_hash_tag {
+        Some("user_hash_tag=")
+    } else if p.wait_replicas != 0 {
+        Some("wait_replicas=")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +376,36 @@ map {
             e.contains("dovecot.conf:7: expire_field can't be expressed in a Dovecot 2.3 map file"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn redis_sentinel_cluster_and_wait_have_no_2_4_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        for (uri, what) in [
+            ("redis:sentinels=s1,s2:master_name=m", "sentinels="),
+            ("redis:cluster=n1/7000:user_hash_tag=yes", "cluster="),
+            ("redis:user_hash_tag=yes", "user_hash_tag="),
+            ("redis:wait_replicas=1", "wait_replicas="),
+        ] {
+            let conf = write(
+                dir.path(),
+                "dovecot.conf",
+                &format!(
+                    "dict {{
+  rd = {uri}
+}}
+"
+                ),
+            );
+            let c = DovecotConfig::load(&conf).unwrap();
+            let e = format!("{:#}", to_v24(&c, &conf).unwrap_err());
+            assert!(
+                e.contains(&format!(
+                    "the redis URI's {what} (our extension) has no Dovecot 2.4 setting"
+                )),
+                "{uri}: {e}"
+            );
+        }
     }
 
     /// The connection of the one SQL dict of a 2.4 text.

@@ -126,6 +126,9 @@ fn map_file_23(file: &SqlMapFile) -> Result<String> {
 }
 
 fn redis_uri(p: &RedisParams) -> Result<String> {
+    if let Some(what) = super::ha_extension(p) {
+        bail!("the redis URI's {what} (our extension) has no Dovecot 2.3 equivalent");
+    }
     let d = RedisParams::default();
     let mut parts = vec!["redis".to_string()];
     let mut add = |k: &str, v: String| -> Result<()> {

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{at, bail, quote24, write_common, ConvertError, Result, CONFIG_VERSION};
+use super::{at, bail, ha_extension, quote24, write_common, ConvertError, Result, CONFIG_VERSION};
 use crate::dovecot::{DictSpec, DovecotConfig};
 use crate::sql_connect::{MysqlConnect, PgsqlConnect, SqlConnect};
 use crate::sql_map::{SqlMap, ValueType};
@@ -172,6 +172,9 @@ fn write_map24(s: &mut String, map: &SqlMap) {
 fn write_redis24(s: &mut String, p: &RedisParams) -> Result<()> {
     if p.user.is_some() || p.tls {
         bail!("the redis URI's user= and tls= (our extensions) have no Dovecot 2.4 setting");
+    }
+    if let Some(what) = ha_extension(p) {
+        bail!("the redis URI's {what} (our extension) has no Dovecot 2.4 setting");
     }
     let d = RedisParams::default();
     if let Some(path) = &p.path {

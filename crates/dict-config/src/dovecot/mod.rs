@@ -50,6 +50,8 @@ pub struct DictEntry {
 }
 
 /// Where a dict's configuration comes from.
+// Made once per dict at startup: the size of the parsed variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DictSource {
     /// 2.3 (and our TOML): a dict URI, kept as text so that a dict with a driver we don't
