@@ -203,7 +203,7 @@ impl DictServer {
         given_uri: &str,
         toml: &str,
     ) -> DictServer {
-        Self::start_configured(backend, name, given_uri, Some(toml))
+        Self::start_configured(backend, name, given_uri, Some(toml), None)
     }
 
     fn start_configured(
