@@ -615,6 +615,8 @@ async fn refused_increment_fails_and_writes_nothing() {
         .await,
         CommitResult::Failed(_)
     ));
+    // ... and nothing of that transaction was written
+    assert_eq!(lookup(&d, "shared/text", "").await.as_deref(), Some("5"));
     cleanup(&mut r, &prefix).await;
 }
 

@@ -226,6 +226,10 @@ impl Inner {
                 }
                 Err(e) => return CommitResult::Failed(e),
             }
+        } else if let Err(e) = plan.verify(Vec::new()) {
+            // Only keys the transaction sets itself are incremented: still replayed, so
+            // an increment of a value it set to text fails before anything is sent.
+            return CommitResult::Failed(e);
         }
         let mut retried = false;
         loop {
