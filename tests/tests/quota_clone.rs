@@ -17,18 +17,25 @@ const ALICE: &str = "qc-alice@example.test";
 const BOB: &str = "qc-bob@example.test";
 
 /// The Redis behind the server, read directly with `redis-cli`: services.sh's server, or
-/// the Redis Cluster of tests/scripts/redis-ha.sh (with the user_hash_tag layout).
+/// a node of tests/scripts/redis-ha.sh (the Sentinel master, or a Cluster node with the
+/// user_hash_tag layout).
 struct RedisView {
-    cluster: Option<(String, String)>,
+    /// host and port of the node to ask; `None`: services.sh's server.
+    node: Option<(String, String)>,
+    /// A cluster: `redis-cli -c`, and `{<user>}` in the keys (user_hash_tag=yes).
+    cluster: bool,
 }
 
 impl RedisView {
     fn cli(&self) -> Command {
-        match &self.cluster {
+        match &self.node {
             None => redis_cli(),
             Some((host, port)) => {
                 let mut cmd = Command::new("redis-cli");
-                cmd.args(["-c", "-h", host, "-p", port]);
+                if self.cluster {
+                    cmd.arg("-c");
+                }
+                cmd.args(["-h", host, "-p", port]);
                 cmd
             }
         }
@@ -37,9 +44,10 @@ impl RedisView {
     /// The Redis key of `priv/<rest>` of `user`.
     fn key(&self, server: &DictServer, user: &str, rest: &str) -> String {
         let p = &server.redis_prefix;
-        match self.cluster {
-            None => format!("{p}{user}/{rest}"),
-            Some(_) => format!("{p}{{{user}}}/{rest}"),
+        if self.cluster {
+            format!("{p}{{{user}}}/{rest}")
+        } else {
+            format!("{p}{user}/{rest}")
         }
     }
 
@@ -196,7 +204,13 @@ fn sync_and_export(server: &DictServer, redis: &RedisView, mail: &MailEnv) {
 
 fn suite(backend: Backend) {
     let server = DictServer::start(backend, backend.driver());
-    suite_on(&server, &RedisView { cluster: None });
+    suite_on(
+        &server,
+        &RedisView {
+            node: None,
+            cluster: false,
+        },
+    );
 }
 
 fn suite_on(server: &DictServer, redis: &RedisView) {
@@ -267,7 +281,44 @@ fn quota_clone_into_redis_cluster() {
     let mut server = DictServer::start_with_dict(Backend::Redis, "rediscluster", &uri);
     server.redis_prefix = prefix;
     let redis = RedisView {
-        cluster: Some((host.to_string(), port.to_string())),
+        node: Some((host.to_string(), port.to_string())),
+        cluster: true,
+    };
+    suite_on(&server, &redis);
+}
+
+/// The same through Redis Sentinel (tests/scripts/redis-ha.sh), in Dovecot's key layout:
+/// the server asks the sentinels for the master, and so does the check.
+#[test]
+fn quota_clone_into_redis_sentinel() {
+    let sentinels = service_env("DICT_TEST_REDIS_SENTINELS");
+    let master_name = service_env("DICT_TEST_REDIS_MASTER_NAME");
+    let (host, port) = sentinels
+        .split(',')
+        .next()
+        .and_then(|n| n.split_once('/'))
+        .expect("DICT_TEST_REDIS_SENTINELS is host/port,…");
+    let out = run_ok(Command::new("redis-cli").args([
+        "-h",
+        host,
+        "-p",
+        port,
+        "SENTINEL",
+        "get-master-addr-by-name",
+        &master_name,
+    ]));
+    let addr = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut addr = addr.lines();
+    let (Some(m_host), Some(m_port)) = (addr.next(), addr.next()) else {
+        panic!("sentinel {host}/{port} names no master {master_name}")
+    };
+    let prefix = unique("qcs") + "/";
+    let uri = format!("redis:sentinels={sentinels}:master_name={master_name}:prefix={prefix}");
+    let mut server = DictServer::start_with_dict(Backend::Redis, "redissentinel", &uri);
+    server.redis_prefix = prefix;
+    let redis = RedisView {
+        node: Some((m_host.to_string(), m_port.to_string())),
+        cluster: false,
     };
     suite_on(&server, &redis);
 }
