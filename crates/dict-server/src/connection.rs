@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use dict_protocol::codec::ServerCodec;
-use dict_protocol::{Hello, ReplyStyle, MAX_PENDING_COMMANDS};
+use dict_protocol::{Hello, ReplyStyle, ServerLine, MAX_PENDING_COMMANDS};
 use futures::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -78,7 +78,13 @@ struct Connection {
     tasks: TaskTracker,
     /// No more input is read (EOF, error or shutdown); pending replies are still sent.
     reading: bool,
+    /// `out` holds only `*<n>` announcements: they may wait a moment for their reply.
+    only_announcements: bool,
 }
+
+/// Longest a `*<n>` announcement waits for its reply to go out in the same write. A reply
+/// that comes within this (a Redis lookup) saves a write and a wake-up of the client.
+const ANNOUNCEMENT_HOLD: Duration = Duration::from_millis(2);
 
 /// Serves one accepted connection until it ends.
 pub async fn serve(
@@ -142,6 +148,7 @@ pub async fn serve(
         settings,
         tasks,
         reading: true,
+        only_announcements: false,
     };
     tracing::Instrument::instrument(conn.run(shutdown), span).await;
 }
@@ -163,9 +170,20 @@ impl Connection {
         let mut drain_deadline = None;
         // Input read or reply written: the idle timeout runs from the later of the two.
         let mut last_activity = tokio::time::Instant::now();
+        // Set while announcements wait for their replies (see ANNOUNCEMENT_HOLD).
+        let mut hold_until: Option<tokio::time::Instant> = None;
         loop {
             self.process_ready();
-            if !self.out.is_empty() {
+            let now = tokio::time::Instant::now();
+            let hold = self.only_announcements
+                && self.reading
+                && !self.replies.is_empty()
+                && hold_until.is_none_or(|t| now < t);
+            if hold {
+                hold_until.get_or_insert(now + ANNOUNCEMENT_HOLD);
+            } else if !self.out.is_empty() {
+                hold_until = None;
+                self.only_announcements = false;
                 if let Err(e) = self.writer.write_all(&self.out).await {
                     debug!("write failed, closing: {e}");
                     break;
@@ -189,9 +207,10 @@ impl Connection {
             tokio::select! {
                 line = self.replies.next_line(), if !self.replies.is_empty() => {
                     if let Some(line) = line {
-                        line.encode(self.style, &mut self.out);
+                        self.encode_reply(&line);
                     }
                 }
+                _ = sleep_until(hold_until), if hold => {}
                 input = self.reader.next(), if can_read => {
                     last_activity = tokio::time::Instant::now();
                     self.handle_input(input);
@@ -230,7 +249,7 @@ impl Connection {
         loop {
             let mut progressed = false;
             while let Some(Some(line)) = self.replies.next_line().now_or_never() {
-                line.encode(self.style, &mut self.out);
+                self.encode_reply(&line);
                 progressed = true;
             }
             if self.can_read() {
@@ -243,6 +262,11 @@ impl Connection {
                 return;
             }
         }
+    }
+
+    fn encode_reply(&mut self, line: &ServerLine<'_>) {
+        line.encode(self.style, &mut self.out);
+        self.only_announcements = false;
     }
 
     fn handle_input(&mut self, input: Option<Result<BytesMut, dict_protocol::codec::CodecError>>) {
@@ -269,7 +293,12 @@ impl Connection {
     fn execute(&mut self, action: Action) {
         let dict = || self.dict.dict.clone();
         match action {
-            Action::Write(line) => line.encode(self.style, &mut self.out),
+            Action::Write(line) => {
+                if self.out.is_empty() {
+                    self.only_announcements = true;
+                }
+                line.encode(self.style, &mut self.out);
+            }
             Action::Lookup {
                 key,
                 username,
