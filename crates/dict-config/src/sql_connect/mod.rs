@@ -82,7 +82,12 @@ impl SqlConnect {
     /// what the string can't carry (whitespace inside a MySQL value).
     pub fn to_connect_string(&self) -> Result<String, String> {
         match self {
-            SqlConnect::Sqlite { path, .. } => Ok(path.display().to_string()),
+            SqlConnect::Sqlite { path, options } if *options == SqliteOptions::default() => {
+                Ok(path.display().to_string())
+            }
+            SqlConnect::Sqlite { .. } => Err("sqlite_synchronous and sqlite_journal_mode can't \
+                be expressed in a Dovecot 2.3 connect string (dict-rs.toml's [sql] sets them)"
+                .into()),
             SqlConnect::Mysql(c) => c.to_connect_string(),
             SqlConnect::Pgsql(c) => Ok(c.to_connect_string()),
         }
