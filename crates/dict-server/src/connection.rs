@@ -78,13 +78,12 @@ struct Connection {
     tasks: TaskTracker,
     /// No more input is read (EOF, error or shutdown); pending replies are still sent.
     reading: bool,
-    /// `out` holds only `*<n>` announcements: they may wait a moment for their reply.
+    /// `out` holds only `*<n>` announcements. They wait for the next reply line and leave
+    /// in its write: a write and a wake-up of the client less per request. Every pending
+    /// command answers by its deadline, so the wait is bounded by the request timeout; it
+    /// needs no timer of its own (arming one per request woke the timer driver each time).
     only_announcements: bool,
 }
-
-/// Longest a `*<n>` announcement waits for its reply to go out in the same write. A reply
-/// that comes within this (a Redis lookup) saves a write and a wake-up of the client.
-const ANNOUNCEMENT_HOLD: Duration = Duration::from_millis(2);
 
 /// Serves one accepted connection until it ends.
 pub async fn serve(
@@ -170,19 +169,10 @@ impl Connection {
         let mut drain_deadline = None;
         // Input read or reply written: the idle timeout runs from the later of the two.
         let mut last_activity = tokio::time::Instant::now();
-        // Set while announcements wait for their replies (see ANNOUNCEMENT_HOLD).
-        let mut hold_until: Option<tokio::time::Instant> = None;
         loop {
             self.process_ready();
-            let now = tokio::time::Instant::now();
-            let hold = self.only_announcements
-                && self.reading
-                && !self.replies.is_empty()
-                && hold_until.is_none_or(|t| now < t);
-            if hold {
-                hold_until.get_or_insert(now + ANNOUNCEMENT_HOLD);
-            } else if !self.out.is_empty() {
-                hold_until = None;
+            let hold = self.only_announcements && self.reading && !self.replies.is_empty();
+            if !hold && !self.out.is_empty() {
                 self.only_announcements = false;
                 if let Err(e) = self.writer.write_all(&self.out).await {
                     debug!("write failed, closing: {e}");
@@ -210,7 +200,6 @@ impl Connection {
                         self.encode_reply(&line);
                     }
                 }
-                _ = sleep_until(hold_until), if hold => {}
                 input = self.reader.next(), if can_read => {
                     last_activity = tokio::time::Instant::now();
                     self.handle_input(input);
