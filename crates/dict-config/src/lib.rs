@@ -53,11 +53,14 @@ pub use self::dovecot::{
 };
 pub use self::error::{ConfigError, Origin};
 pub use self::settings::Node;
-pub use self::sql_connect::{MysqlConnect, MysqlTls, PgsqlConnect, PgsqlTls, SqlConnect};
+pub use self::sql_connect::{
+    MysqlConnect, MysqlTls, PgsqlConnect, PgsqlTls, SqlConnect, SqliteJournalMode, SqliteOptions,
+    SqliteSynchronous,
+};
 pub use self::sql_map::{
     normalize_pattern, pattern_variables, KeyField, SqlMap, SqlMapFile, ValueType,
 };
 pub use self::toml::{
-    ListenerSection, LogFormat, LogSection, MetricsSection, ServerSection, ServerToml,
+    ListenerSection, LogFormat, LogSection, MetricsSection, ServerSection, ServerToml, SqlSection,
 };
 pub use self::uri::{unserved_driver, DictUri, FileLock, FileParams, RedisParams, SqlDriver};

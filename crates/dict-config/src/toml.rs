@@ -17,6 +17,10 @@
 //! [server]
 //! request_timeout_ms = 5000
 //!
+//! [sql]
+//! sqlite_synchronous = "normal"
+//! sqlite_journal_mode = "wal"
+//!
 //! [log]
 //! level = "info"
 //! format = "json"
@@ -35,6 +39,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::dovecot::{parse_mode, DictEntry, DovecotConfig};
 use crate::error::{ConfigError, Origin};
+use crate::sql_connect::{SqliteJournalMode, SqliteOptions, SqliteSynchronous};
 
 /// The whole dict-rs configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +54,8 @@ pub struct ServerToml {
     pub dicts: Vec<DictEntry>,
     /// `[server]`: limits and timeouts.
     pub server: ServerSection,
+    /// `[sql]`: settings of SQL dicts that a 2.3 config cannot carry.
+    pub sql: SqlSection,
     /// `[log]`
     pub log: LogSection,
     /// `[metrics]`
@@ -159,6 +166,27 @@ impl ServerSection {
     }
 }
 
+/// `[sql]`: Dovecot 2.4's SQLite settings, for every SQLite dict whose own configuration
+/// (a 2.4 `dict_server { }` block) does not set them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlSection {
+    /// `default` (no pragma), `off`, `normal`, `full` or `extra`. Unset: `default`.
+    pub sqlite_synchronous: Option<SqliteSynchronous>,
+    /// `delete` or `wal`. Unset: `wal`.
+    pub sqlite_journal_mode: Option<SqliteJournalMode>,
+}
+
+impl SqlSection {
+    /// The SQLite settings as one value.
+    pub fn sqlite(&self) -> SqliteOptions {
+        SqliteOptions {
+            synchronous: self.sqlite_synchronous,
+            journal_mode: self.sqlite_journal_mode,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -205,6 +233,8 @@ struct RawServerToml {
     dicts: BTreeMap<String, ::toml::Spanned<String>>,
     #[serde(default)]
     server: ServerSection,
+    #[serde(default)]
+    sql: SqlSection,
     #[serde(default)]
     log: LogSection,
     #[serde(default)]
@@ -275,6 +305,7 @@ impl ServerToml {
             dovecot_config: raw.dovecot_config,
             dicts,
             server: raw.server,
+            sql: raw.sql,
             log: raw.log,
             metrics: raw.metrics,
             data_dir_origin: raw
@@ -346,6 +377,7 @@ mod tests {
             ("info", LogFormat::Text)
         );
         assert_eq!(c.data_dir, None);
+        assert_eq!(c.sql.sqlite(), SqliteOptions::default());
         assert!(c.dicts.is_empty() && c.dovecot_config.is_none());
         assert_eq!(c.server.warn_slow(), Some(Duration::from_secs(5)));
         assert_eq!(c.metrics.listen, None);
@@ -419,5 +451,26 @@ mod tests {
             err("[dicts]\nok = \"redis:\"\nbad = \"redis:foo=1\"\n"),
             "/etc/dict-rs.toml:3: dict 'bad': Unknown parameter: foo"
         );
+    }
+
+    #[test]
+    fn sql_section_sets_sqlite_options() {
+        let c = ServerToml::from_str(
+            "[sql]\nsqlite_synchronous = \"normal\"\nsqlite_journal_mode = \"delete\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.sql.sqlite(),
+            SqliteOptions {
+                synchronous: Some(SqliteSynchronous::Normal),
+                journal_mode: Some(SqliteJournalMode::Delete),
+            }
+        );
+        let e = err("[sql]\nsqlite_synchronous = \"sometimes\"\n");
+        assert!(
+            e.contains("/etc/dict-rs.toml:2") && e.contains("invalid value 'sometimes'"),
+            "{e}"
+        );
+        assert!(err("[sql]\nsqlite_journal = \"wal\"\n").contains("unknown field"));
     }
 }

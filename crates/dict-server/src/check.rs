@@ -7,7 +7,9 @@
 use std::io::Write;
 
 use anyhow::{bail, Result};
-use dict_config::{DictEntry, DictSpec, SqlMap, ValueType};
+use dict_config::{
+    DictEntry, DictSpec, SqlConnect, SqlMap, SqliteJournalMode, SqliteSynchronous, ValueType,
+};
 
 use crate::setup::{self, Plan};
 
@@ -35,7 +37,7 @@ pub async fn run(plan: &Plan, out: &mut impl Write, err: &mut impl Write) -> Res
             unserved.push(entry.name.as_str());
             continue;
         }
-        if let Err(e) = print_maps(entry, out) {
+        if let Err(e) = print_maps(entry, plan, out) {
             problems += 1;
             writeln!(out, "  maps: FAILED")?;
             problem(err, entry, &format!("{e:#}"))?;
@@ -137,8 +139,9 @@ fn print_settings(plan: &Plan, out: &mut impl Write, err: &mut impl Write) -> st
     }
 }
 
-/// The maps of an SQL dict (nothing for other backends); an error for a bad map file.
-fn print_maps(entry: &DictEntry, out: &mut impl Write) -> Result<()> {
+/// The maps of an SQL dict (nothing for other backends), and a SQLite file's settings; an
+/// error for a bad map file.
+fn print_maps(entry: &DictEntry, plan: &Plan, out: &mut impl Write) -> Result<()> {
     if let DictSpec::Sql { driver, map_file } = entry.spec()? {
         writeln!(
             out,
@@ -146,6 +149,16 @@ fn print_maps(entry: &DictEntry, out: &mut impl Write) -> Result<()> {
             map_file.path.display(),
             map_file.maps.len()
         )?;
+        if let SqlConnect::Sqlite { options, .. } = map_file.connect {
+            // As the server opens it: the dict's own settings, else the TOML's [sql].
+            let options = options.or(plan.sql.sqlite());
+            writeln!(
+                out,
+                "  sqlite_journal_mode {} sqlite_synchronous {}",
+                options.journal_mode.unwrap_or(SqliteJournalMode::Wal),
+                options.synchronous.unwrap_or(SqliteSynchronous::Default)
+            )?;
+        }
         for map in &map_file.maps {
             writeln!(out, "  map {}", describe_map(map))?;
         }

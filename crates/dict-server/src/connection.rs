@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use dict_protocol::codec::ServerCodec;
-use dict_protocol::{Hello, ReplyStyle, MAX_PENDING_COMMANDS};
+use dict_protocol::{Hello, ReplyStyle, ServerLine, MAX_PENDING_COMMANDS};
 use futures::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -78,6 +78,11 @@ struct Connection {
     tasks: TaskTracker,
     /// No more input is read (EOF, error or shutdown); pending replies are still sent.
     reading: bool,
+    /// `out` holds only `*<n>` announcements. They wait for the next reply line and leave
+    /// in its write: a write and a wake-up of the client less per request. Every pending
+    /// command answers by its deadline, so the wait is bounded by the request timeout; it
+    /// needs no timer of its own (arming one per request woke the timer driver each time).
+    only_announcements: bool,
 }
 
 /// Serves one accepted connection until it ends.
@@ -142,6 +147,7 @@ pub async fn serve(
         settings,
         tasks,
         reading: true,
+        only_announcements: false,
     };
     tracing::Instrument::instrument(conn.run(shutdown), span).await;
 }
@@ -165,7 +171,9 @@ impl Connection {
         let mut last_activity = tokio::time::Instant::now();
         loop {
             self.process_ready();
-            if !self.out.is_empty() {
+            let hold = self.only_announcements && self.reading && !self.replies.is_empty();
+            if !hold && !self.out.is_empty() {
+                self.only_announcements = false;
                 if let Err(e) = self.writer.write_all(&self.out).await {
                     debug!("write failed, closing: {e}");
                     break;
@@ -189,7 +197,7 @@ impl Connection {
             tokio::select! {
                 line = self.replies.next_line(), if !self.replies.is_empty() => {
                     if let Some(line) = line {
-                        line.encode(self.style, &mut self.out);
+                        self.encode_reply(&line);
                     }
                 }
                 input = self.reader.next(), if can_read => {
@@ -230,7 +238,7 @@ impl Connection {
         loop {
             let mut progressed = false;
             while let Some(Some(line)) = self.replies.next_line().now_or_never() {
-                line.encode(self.style, &mut self.out);
+                self.encode_reply(&line);
                 progressed = true;
             }
             if self.can_read() {
@@ -243,6 +251,11 @@ impl Connection {
                 return;
             }
         }
+    }
+
+    fn encode_reply(&mut self, line: &ServerLine<'_>) {
+        line.encode(self.style, &mut self.out);
+        self.only_announcements = false;
     }
 
     fn handle_input(&mut self, input: Option<Result<BytesMut, dict_protocol::codec::CodecError>>) {
@@ -269,7 +282,12 @@ impl Connection {
     fn execute(&mut self, action: Action) {
         let dict = || self.dict.dict.clone();
         match action {
-            Action::Write(line) => line.encode(self.style, &mut self.out),
+            Action::Write(line) => {
+                if self.out.is_empty() {
+                    self.only_announcements = true;
+                }
+                line.encode(self.style, &mut self.out);
+            }
             Action::Lookup {
                 key,
                 username,

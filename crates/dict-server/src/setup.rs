@@ -24,6 +24,8 @@ pub struct Plan {
     pub listeners: Vec<ListenerSettings>,
     /// Server limits and timeouts.
     pub server: dict_config::ServerSection,
+    /// `[sql]`: SQLite settings for dicts whose own configuration does not set them.
+    pub sql: dict_config::SqlSection,
     /// Create missing SQLite files (the embedded default only).
     pub create_sqlite: bool,
     /// The directory of the embedded default.
@@ -168,6 +170,7 @@ pub fn plan_with(
         listeners,
         max_connections: toml_cfg.listener.max_connections,
         server: toml_cfg.server,
+        sql: toml_cfg.sql,
         create_sqlite,
         data_dir: default_data_dir,
         log: toml_cfg.log,
@@ -312,16 +315,14 @@ pub async fn open_dicts(plan: &Plan) -> Result<Registry> {
             );
             continue;
         }
-        let dict = open_dict(entry, timeout, plan.create_sqlite)
-            .await
-            .with_context(|| {
-                format!(
-                    "{}: dict '{}' ({})",
-                    entry.origin,
-                    entry.name,
-                    entry.describe()
-                )
-            })?;
+        let dict = open_dict(entry, plan, timeout).await.with_context(|| {
+            format!(
+                "{}: dict '{}' ({})",
+                entry.origin,
+                entry.name,
+                entry.describe()
+            )
+        })?;
         info!(dict = %entry.name, config = %entry.describe(), "dict ready");
         registry.insert(
             &entry.name,
@@ -336,21 +337,20 @@ pub async fn open_dicts(plan: &Plan) -> Result<Registry> {
 
 /// Opens one dict of the plan (for the config check, which reports each dict on its own).
 pub async fn open_one(plan: &Plan, entry: &DictEntry) -> Result<Arc<dyn Dict>> {
-    let dict = open_dict(entry, plan.server.request_timeout(), plan.create_sqlite).await?;
+    let dict = open_dict(entry, plan, plan.server.request_timeout()).await?;
     Ok(observe::wrap(&entry.name, dict, plan.server.warn_slow()))
 }
 
-async fn open_dict(
-    entry: &DictEntry,
-    timeout: Duration,
-    create_sqlite: bool,
-) -> Result<Arc<dyn Dict>> {
+async fn open_dict(entry: &DictEntry, plan: &Plan, timeout: Duration) -> Result<Arc<dyn Dict>> {
+    let create_sqlite = plan.create_sqlite;
     // A 2.3 URI (its map file read now) or a 2.4 dict_server { dict … { } }: the same.
-    let spec = entry.spec()?;
-    if let DictSpec::Sql { map_file, .. } = &spec {
-        if let (dict_config::SqlConnect::Sqlite { path }, true) = (&map_file.connect, create_sqlite)
-        {
-            create_embedded_schema(path).await?;
+    let mut spec = entry.spec()?;
+    if let DictSpec::Sql { map_file, .. } = &mut spec {
+        if let dict_config::SqlConnect::Sqlite { path, options } = &mut map_file.connect {
+            *options = options.or(plan.sql.sqlite());
+            if create_sqlite {
+                create_embedded_schema(path).await?;
+            }
         }
     }
     let options = SqlOptions {

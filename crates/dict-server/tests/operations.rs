@@ -700,3 +700,93 @@ async fn check_warns_when_the_open_file_limit_is_too_low() {
         "{stderr}"
     );
 }
+
+/// `PRAGMA journal_mode` of `db` as a new connection sees it (the mode is kept in the file).
+async fn journal_mode_of(db: &Path) -> String {
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// `check` opens each dict as the server does and fails when the writing connection's
+/// `PRAGMA journal_mode` / `PRAGMA synchronous` differ from the configuration: so "backend:
+/// ok" means both settings reached the database.
+fn check_sqlite_settings(out: &Output, journal: &str, synchronous: &str) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let line = format!("  sqlite_journal_mode {journal} sqlite_synchronous {synchronous}\n");
+    assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
+    assert!(stdout.contains("  backend: ok"), "{stdout}");
+}
+
+#[tokio::test]
+async fn toml_sql_section_sets_sqlite_synchronous_and_journal_mode() {
+    let s = Scratch::new(KV_TABLES).await;
+    let map = s.kv_map("kv.conf.ext", "old_kv");
+    let dicts = [("kv", format!("sqlite:{}", map.display()))];
+    let toml = s.toml(
+        &dicts,
+        "[sql]\nsqlite_synchronous = \"off\"\nsqlite_journal_mode = \"delete\"\n",
+    );
+    check_sqlite_settings(&check(&toml), "delete", "off");
+    assert_eq!(journal_mode_of(&s.path("dict.db")).await, "delete");
+
+    let toml = s.toml(
+        &dicts,
+        "[sql]\nsqlite_synchronous = \"extra\"\nsqlite_journal_mode = \"wal\"\n",
+    );
+    check_sqlite_settings(&check(&toml), "wal", "extra");
+    assert_eq!(journal_mode_of(&s.path("dict.db")).await, "wal");
+
+    // Unset: WAL, and no synchronous pragma (SQLite's default, FULL)
+    let toml = s.toml(&dicts, "");
+    check_sqlite_settings(&check(&toml), "wal", "default");
+}
+
+#[tokio::test]
+async fn dovecot24_sqlite_synchronous_and_journal_mode_reach_the_file() {
+    let s = Scratch::new(KV_TABLES).await;
+    let conf = |synchronous: &str, journal: &str| {
+        s.write(
+            "dovecot.conf",
+            &format!(
+                "dovecot_config_version = 2.4.1\nbase_dir = {}\ndict_server {{\n  dict kv {{\n    \
+                 driver = sql\n    sql_driver = sqlite\n    sqlite_path = {}\n    \
+                 sqlite_synchronous = {synchronous}\n    sqlite_journal_mode = {journal}\n    \
+                 dict_map shared/kv/$name {{\n      sql_table = old_kv\n      \
+                 value_field value {{\n      }}\n      key_field name {{\n        \
+                 value = $name\n      }}\n    }}\n  }}\n}}\n",
+                s.path("run").display(),
+                s.path("dict.db").display()
+            ),
+        )
+    };
+    let check24 = |conf: &Path| {
+        Command::new(BIN)
+            .arg("--dovecot-config")
+            .arg(conf)
+            .arg("check")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    check_sqlite_settings(&check24(&conf("normal", "wal")), "wal", "normal");
+    assert_eq!(journal_mode_of(&s.path("dict.db")).await, "wal");
+    check_sqlite_settings(&check24(&conf("full", "delete")), "delete", "full");
+    assert_eq!(journal_mode_of(&s.path("dict.db")).await, "delete");
+    // a value Dovecot 2.4 refuses is refused here too
+    let out = check24(&conf("sometimes", "wal"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("sqlite_synchronous: invalid value 'sometimes'"),
+        "{stderr}"
+    );
+}

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use dict_config::{SqliteJournalMode, SqliteOptions, SqliteSynchronous};
 use tokio::time::timeout_at;
 
 use super::dialect::{ident_name, Dialect};
@@ -80,10 +81,47 @@ impl DictState {
                 ));
             }
         }
+        drop(conn);
+        match timeout_at(deadline, self.db.sqlite_pragmas()).await {
+            Ok(Ok(Some((options, journal, synchronous)))) => {
+                problems.extend(sqlite_pragma_problems(options, &journal, synchronous));
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return Err(cant(e)),
+            Err(_) => return Err(cant(DbError::Timeout(self.timeout))),
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(DictError::database(problems.join("\n")))
         }
     }
+}
+
+/// Where the writing connection's pragmas differ from the configuration (a file system
+/// without shared memory keeps WAL off, for one).
+fn sqlite_pragma_problems(options: SqliteOptions, journal: &str, synchronous: i64) -> Vec<String> {
+    let mut problems = Vec::new();
+    let want = options
+        .journal_mode
+        .unwrap_or(SqliteJournalMode::Wal)
+        .as_str();
+    if !journal.eq_ignore_ascii_case(want) {
+        problems.push(format!(
+            "sqlite: journal_mode is {journal}, not {want} as configured (sqlite_journal_mode)"
+        ));
+    }
+    let level = match options.synchronous {
+        None | Some(SqliteSynchronous::Default) => None,
+        Some(SqliteSynchronous::Off) => Some(0),
+        Some(SqliteSynchronous::Normal) => Some(1),
+        Some(SqliteSynchronous::Full) => Some(2),
+        Some(SqliteSynchronous::Extra) => Some(3),
+    };
+    if let Some(level) = level.filter(|l| *l != synchronous) {
+        problems.push(format!(
+            "sqlite: synchronous is {synchronous}, not {level} as configured (sqlite_synchronous)"
+        ));
+    }
+    problems
 }

@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use dict_config::sql_connect::DEFAULT_MAXCONNS as DOVECOT_MAXCONNS;
-use dict_config::{MysqlConnect, PgsqlConnect, SqlConnect};
+use dict_config::{MysqlConnect, PgsqlConnect, SqlConnect, SqliteOptions};
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use sqlx::postgres::PgConnectOptions;
 
@@ -26,6 +26,7 @@ pub(crate) const DEFAULT_MAXCONNS: u32 = DOVECOT_MAXCONNS;
 pub(crate) enum Target {
     Sqlite {
         path: PathBuf,
+        options: SqliteOptions,
     },
     Mysql {
         hosts: Vec<MySqlConnectOptions>,
@@ -65,7 +66,10 @@ impl Default for PoolSettings {
 /// The sqlx options of `connect`. The error text is meant for a start-up message.
 pub(crate) fn target(connect: &SqlConnect) -> Result<Target, String> {
     match connect {
-        SqlConnect::Sqlite { path } => Ok(Target::Sqlite { path: path.clone() }),
+        SqlConnect::Sqlite { path, options } => Ok(Target::Sqlite {
+            path: path.clone(),
+            options: *options,
+        }),
         SqlConnect::Mysql(c) => mysql(c),
         SqlConnect::Pgsql(c) => pgsql(c),
     }
@@ -279,7 +283,7 @@ mod tests {
 
     #[test]
     fn sqlite_is_a_path() {
-        let Target::Sqlite { path } =
+        let Target::Sqlite { path, .. } =
             parse(SqlDriver::Sqlite, "/var/lib/dovecot/dict db.sqlite").unwrap()
         else {
             panic!()

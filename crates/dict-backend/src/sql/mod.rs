@@ -143,7 +143,7 @@ impl SqlDict {
         let db = Db::open(&target, timeout, sqlite)
             .await
             .map_err(|e| match &target {
-                connect::Target::Sqlite { path } => {
+                connect::Target::Sqlite { path, .. } => {
                     e.context(format_args!("sqlite: can't open {}: ", path.display()))
                 }
                 _ => e.context(format_args!("{}: ", map_file.connect_origin)),

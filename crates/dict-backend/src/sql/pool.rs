@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dict_config::{SqliteJournalMode, SqliteOptions, SqliteSynchronous};
 use futures::future::BoxFuture;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, Postgres};
-use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::sqlite::{self, Sqlite, SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{ConnectOptions, Connection, Database, Pool};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -124,9 +125,28 @@ pub(crate) enum Db {
         group: Arc<GroupCommit>,
         /// Lookups go through here, without sqlx's thread hop.
         lookups: Arc<SqliteReaders>,
+        /// `sqlite_synchronous` and `sqlite_journal_mode` as configured.
+        options: SqliteOptions,
     },
     Mysql(Hosts<MySql>),
     Postgres(Hosts<Postgres>),
+}
+
+/// `sqlite_journal_mode` (default WAL, as Dovecot 2.4) and `sqlite_synchronous` (default:
+/// no pragma, SQLite's own default) as connect options.
+fn sqlite_options(options: &SqliteOptions) -> SqliteConnectOptions {
+    let journal = match options.journal_mode {
+        None | Some(SqliteJournalMode::Wal) => sqlite::SqliteJournalMode::Wal,
+        Some(SqliteJournalMode::Delete) => sqlite::SqliteJournalMode::Delete,
+    };
+    let connect = SqliteConnectOptions::new().journal_mode(journal);
+    match options.synchronous {
+        None | Some(SqliteSynchronous::Default) => connect,
+        Some(SqliteSynchronous::Off) => connect.synchronous(sqlite::SqliteSynchronous::Off),
+        Some(SqliteSynchronous::Normal) => connect.synchronous(sqlite::SqliteSynchronous::Normal),
+        Some(SqliteSynchronous::Full) => connect.synchronous(sqlite::SqliteSynchronous::Full),
+        Some(SqliteSynchronous::Extra) => connect.synchronous(sqlite::SqliteSynchronous::Extra),
+    }
 }
 
 /// Options shared by all SQLite connections of a dict.
@@ -145,23 +165,22 @@ impl Db {
         sqlite: SqliteSettings,
     ) -> Result<Db, DbError> {
         match target {
-            Target::Sqlite { path } => {
-                let options = SqliteConnectOptions::new()
+            Target::Sqlite { path, options } => {
+                let connect = sqlite_options(options)
                     .filename(path)
                     .create_if_missing(sqlite.create)
-                    .journal_mode(SqliteJournalMode::Wal)
                     .busy_timeout(timeout);
                 let writer = SqlitePoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(timeout)
                     .idle_timeout(None)
                     .max_lifetime(None)
-                    .connect_with(options.clone())
+                    .connect_with(connect.clone())
                     .await?;
                 let readers = SqlitePoolOptions::new()
                     .max_connections(sqlite.readers.max(1))
                     .acquire_timeout(timeout)
-                    .connect_lazy_with(options.create_if_missing(false));
+                    .connect_lazy_with(connect.create_if_missing(false));
                 let group = Arc::new(GroupCommit::new(writer.clone(), timeout));
                 let lookups = Arc::new(SqliteReaders::new(path.clone(), timeout));
                 Ok(Db::Sqlite {
@@ -169,6 +188,7 @@ impl Db {
                     writer,
                     group,
                     lookups,
+                    options: *options,
                 })
             }
             Target::Mysql { hosts, pool } => Ok(Db::Mysql(hosts_of(
@@ -192,6 +212,25 @@ impl Db {
                 },
             ))),
         }
+    }
+
+    /// What the writing SQLite connection reports for `PRAGMA journal_mode` and `PRAGMA
+    /// synchronous` (0 off … 3 extra), with what was configured; `None` for other databases.
+    pub async fn sqlite_pragmas(&self) -> Result<Option<(SqliteOptions, String, i64)>, DbError> {
+        let Db::Sqlite {
+            writer, options, ..
+        } = self
+        else {
+            return Ok(None);
+        };
+        let mut conn = writer.acquire().await?;
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await?;
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(Some((*options, journal, synchronous)))
     }
 
     /// SQLite's lookup connections.

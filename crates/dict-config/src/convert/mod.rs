@@ -11,8 +11,9 @@
 //!
 //! Only what the dict server reads is converted; the rest of dovecot.conf changed in
 //! other ways between the versions. The output parses back to the same dicts (tests
-//! below), and what one version can't express (2.4's `expire_field`, `double`, `uuid`; our
-//! Redis `user=`/`tls=` extensions) is an error naming the line, never silently dropped.
+//! below), and what one version can't express (2.4's `expire_field`, `double`, `uuid`,
+//! `sqlite_synchronous`, `sqlite_journal_mode`; our Redis `user=`/`tls=` extensions) is an
+//! error naming the line, never silently dropped.
 
 mod to_v23;
 mod to_v24;
@@ -451,6 +452,18 @@ map {
     }
 
     #[test]
+    fn sqlite_settings_round_trip_through_2_4_blocks() {
+        let text = "dovecot_config_version = 2.4.1\ndict_server {\n  dict q {\n    driver = sql\n    sql_driver = sqlite\n    sqlite_path = /x.db\n    sqlite_synchronous = off\n    sqlite_journal_mode = delete\n  }\n}\n";
+        let typed = connect24(text);
+        let mut settings = String::new();
+        to_v24::write_connect24(&mut settings, &typed).unwrap();
+        assert_eq!(
+            settings,
+            "    sqlite_path = /x.db\n    sqlite_synchronous = off\n    sqlite_journal_mode = delete\n"
+        );
+    }
+
+    #[test]
     fn sql_connections_2_4_cannot_express_are_errors() {
         use crate::{SqlConnect, SqlDriver};
         let typed = SqlConnect::parse(SqlDriver::Mysql, "host=db ssl_ca_path=/etc/ssl").unwrap();
@@ -461,5 +474,18 @@ map {
             "dovecot_config_version = 2.4.1\ndict_server {\n  dict q {\n    driver = sql\n    sql_driver = mysql\n    mysql db {\n      password = \"a b\"\n    }\n  }\n}\n",
         );
         assert!(c.to_connect_string().unwrap_err().contains("whitespace"));
+        // 2.4's SQLite settings: a 2.3 connect string is only the path
+        let dir = tempfile::tempdir().unwrap();
+        let conf = write(
+            dir.path(),
+            "dovecot.conf",
+            "dovecot_config_version = 2.4.1\ndict_server {\n  dict q {\n    driver = sql\n    sql_driver = sqlite\n    sqlite_path = /x.db\n    sqlite_synchronous = normal\n  }\n}\n",
+        );
+        let c = DovecotConfig::load(&conf).unwrap();
+        let e = format!("{:#}", to_v23(&c, &conf, dir.path()).unwrap_err());
+        assert!(
+            e.contains("sqlite_synchronous and sqlite_journal_mode can't be expressed"),
+            "{e}"
+        );
     }
 }

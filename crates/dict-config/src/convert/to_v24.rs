@@ -61,9 +61,15 @@ pub fn to_v24(config: &DovecotConfig, input: &Path) -> Result<String> {
 /// The 2.4 settings of a connection.
 pub(super) fn write_connect24(s: &mut String, connect: &SqlConnect) -> Result<(), String> {
     match connect {
-        SqlConnect::Sqlite { path } => {
+        SqlConnect::Sqlite { path, options } => {
             let path = path.display().to_string();
             let _ = writeln!(s, "    sqlite_path = {}", quote24(path.trim()));
+            if let Some(sync) = options.synchronous {
+                let _ = writeln!(s, "    sqlite_synchronous = {sync}");
+            }
+            if let Some(mode) = options.journal_mode {
+                let _ = writeln!(s, "    sqlite_journal_mode = {mode}");
+            }
         }
         SqlConnect::Mysql(c) => write_mysql24(s, c)?,
         SqlConnect::Pgsql(c) => write_pgsql24(s, c),

@@ -370,6 +370,39 @@ mod tests {
     const V: &str = "dovecot_config_version = 2.4.1\n";
 
     #[test]
+    fn sqlite_synchronous_and_journal_mode() {
+        let conf = |extra: &str| {
+            format!(
+                "{V}dict_server {{\n  dict q {{\n    driver = sql\n    sql_driver = sqlite\n    \
+                 sqlite_path = /d.db\n{extra}  }}\n}}\n"
+            )
+        };
+        let (_, f) = sql(&conf(
+            "    sqlite_synchronous = normal\n    sqlite_journal_mode = delete\n",
+        ));
+        let crate::SqlConnect::Sqlite { options, .. } = f.connect else {
+            panic!("{:?}", f.connect)
+        };
+        assert_eq!(
+            options,
+            crate::SqliteOptions {
+                synchronous: Some(crate::SqliteSynchronous::Normal),
+                journal_mode: Some(crate::SqliteJournalMode::Delete),
+            }
+        );
+        let (_, f) = sql(&conf(""));
+        assert!(matches!(
+            f.connect,
+            crate::SqlConnect::Sqlite { options, .. } if options == crate::SqliteOptions::default()
+        ));
+        let e = load(&conf("    sqlite_journal_mode = truncate\n")).unwrap_err();
+        assert!(
+            e.contains(":7: dict 'q': sqlite_journal_mode: invalid value 'truncate'"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn sqlite_dict_with_maps() {
         let (driver, f) = sql(&format!(
             "{V}dict_server {{\n  dict quota {{\n    driver = sql\n    sql_driver = sqlite\n    sqlite_path = /var/lib/d.db\n\

@@ -20,12 +20,14 @@
 mod conninfo;
 mod mysql;
 mod pgsql;
+mod sqlite;
 
 use std::path::PathBuf;
 
 pub use self::conninfo::conninfo_quote;
 pub use self::mysql::{MysqlConnect, MysqlTls};
 pub use self::pgsql::{PgsqlConnect, PgsqlTls, PGSQL_IGNORED};
+pub use self::sqlite::{SqliteJournalMode, SqliteOptions, SqliteSynchronous};
 use crate::uri::SqlDriver;
 
 /// Dovecot's default `maxconns` (connections per host).
@@ -34,9 +36,10 @@ pub const DEFAULT_MAXCONNS: u32 = 5;
 /// Where and how one SQL dict connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SqlConnect {
-    /// The database file.
+    /// The database file, and how it is written.
     Sqlite {
         path: PathBuf,
+        options: SqliteOptions,
     },
     Mysql(Box<MysqlConnect>),
     Pgsql(Box<PgsqlConnect>),
@@ -55,6 +58,7 @@ impl SqlConnect {
                 }
                 Ok(SqlConnect::Sqlite {
                     path: PathBuf::from(connect),
+                    options: SqliteOptions::default(),
                 })
             }
             SqlDriver::Mysql => {
@@ -78,7 +82,12 @@ impl SqlConnect {
     /// what the string can't carry (whitespace inside a MySQL value).
     pub fn to_connect_string(&self) -> Result<String, String> {
         match self {
-            SqlConnect::Sqlite { path } => Ok(path.display().to_string()),
+            SqlConnect::Sqlite { path, options } if *options == SqliteOptions::default() => {
+                Ok(path.display().to_string())
+            }
+            SqlConnect::Sqlite { .. } => Err("sqlite_synchronous and sqlite_journal_mode can't \
+                be expressed in a Dovecot 2.3 connect string (dict-rs.toml's [sql] sets them)"
+                .into()),
             SqlConnect::Mysql(c) => c.to_connect_string(),
             SqlConnect::Pgsql(c) => Ok(c.to_connect_string()),
         }

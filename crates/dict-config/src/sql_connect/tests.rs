@@ -29,7 +29,8 @@ fn sqlite_is_a_path() {
     assert_eq!(
         SqlConnect::parse(SqlDriver::Sqlite, "/var/lib/dovecot/dict db.sqlite").unwrap(),
         SqlConnect::Sqlite {
-            path: PathBuf::from("/var/lib/dovecot/dict db.sqlite")
+            path: PathBuf::from("/var/lib/dovecot/dict db.sqlite"),
+            options: SqliteOptions::default(),
         }
     );
     assert!(SqlConnect::parse(SqlDriver::Sqlite, "").is_err());

@@ -8,7 +8,7 @@ use super::{parse_interval, Chain, Fail, Scope};
 use crate::dovecot::DictSpec;
 use crate::error::{ConfigError, Origin};
 use crate::settings::Node;
-use crate::sql_connect::{MysqlConnect, PgsqlConnect, SqlConnect};
+use crate::sql_connect::{MysqlConnect, PgsqlConnect, SqlConnect, SqliteOptions};
 use crate::sql_map::{check_pattern_fields, KeyField, SqlMap, SqlMapFile, ValueType};
 use crate::uri::SqlDriver;
 
@@ -59,12 +59,20 @@ fn sqlite_connect(origin: &Origin, chain: &Chain<'_, '_>) -> Result<SqlConnect, 
     if let Some(("yes", at)) = chain.get("sqlite_readonly") {
         tracing::warn!("{at}: sqlite_readonly = yes is ignored: the dict writes to the database");
     }
-    chain
+    let (path, _) = chain
         .value("sqlite_path")
-        .map(|(path, _)| SqlConnect::Sqlite {
-            path: PathBuf::from(path),
-        })
-        .ok_or_else(|| (origin.clone(), "sqlite_path is not set".to_string()))
+        .ok_or_else(|| (origin.clone(), "sqlite_path is not set".to_string()))?;
+    let mut options = SqliteOptions::default();
+    if let Some((value, at)) = chain.value("sqlite_synchronous") {
+        options.synchronous = Some(value.parse().map_err(|e| (at.clone(), e))?);
+    }
+    if let Some((value, at)) = chain.value("sqlite_journal_mode") {
+        options.journal_mode = Some(value.parse().map_err(|e| (at.clone(), e))?);
+    }
+    Ok(SqlConnect::Sqlite {
+        path: PathBuf::from(path),
+        options,
+    })
 }
 
 /// A MySQL connection from `mysql <host> { }` filters and `mysql_*` settings.
