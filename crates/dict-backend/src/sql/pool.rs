@@ -19,7 +19,6 @@ use tokio::time::Instant;
 use super::connect::{PoolSettings, Target};
 use super::db::Conn;
 use super::dialect::Dialect;
-use super::group::GroupCommit;
 use super::sqlite_read::SqliteReaders;
 use super::types::DbError;
 
@@ -75,9 +74,8 @@ impl<DB: Database> Hosts<DB> {
 pub(crate) enum Db {
     Sqlite {
         readers: Pool<Sqlite>,
+        /// The one connection dict commits use, several to a transaction.
         writer: Pool<Sqlite>,
-        /// Dict commits go through here, several to a transaction.
-        group: Arc<GroupCommit>,
         /// Lookups go through here, without sqlx's thread hop.
         lookups: Arc<SqliteReaders>,
     },
@@ -118,12 +116,10 @@ impl Db {
                     .max_connections(sqlite.readers.max(1))
                     .acquire_timeout(timeout)
                     .connect_lazy_with(options.create_if_missing(false));
-                let group = Arc::new(GroupCommit::new(writer.clone(), timeout));
                 let lookups = Arc::new(SqliteReaders::new(path.clone(), timeout));
                 Ok(Db::Sqlite {
                     readers,
                     writer,
-                    group,
                     lookups,
                 })
             }
@@ -144,10 +140,10 @@ impl Db {
         }
     }
 
-    /// SQLite's group commit queue.
-    pub fn group(&self) -> Option<&GroupCommit> {
+    /// SQLite's writer connection.
+    pub fn sqlite_writer(&self) -> Option<&Pool<Sqlite>> {
         match self {
-            Db::Sqlite { group, .. } => Some(group),
+            Db::Sqlite { writer, .. } => Some(writer),
             _ => None,
         }
     }
