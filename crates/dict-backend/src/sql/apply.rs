@@ -79,7 +79,10 @@ impl DictState {
                 Err(_) => Err(DbError::Timeout(self.timeout)),
             };
             let e = match result {
-                Ok(missing) => return Outcome::Applied(missing),
+                Ok(missing) => {
+                    self.db.release(conn);
+                    return Outcome::Applied(missing);
+                }
                 Err(e) => e,
             };
             if !e.is_database() && !e.is_refused() {

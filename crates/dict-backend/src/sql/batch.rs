@@ -127,6 +127,7 @@ impl DictState {
         };
         match result {
             Ok(missing) => {
+                self.db.release(conn);
                 for ((job, missing), unchanged) in group.into_iter().zip(missing).zip(unchanged) {
                     job.finish(Outcome::Applied(missing || unchanged));
                 }

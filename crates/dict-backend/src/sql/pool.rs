@@ -6,7 +6,7 @@
 //! when a host cannot be reached the next one is tried (failover).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPoolOptions};
@@ -29,10 +29,26 @@ pub(crate) struct Hosts<DB: Database> {
     names: Vec<String>,
     current: AtomicUsize,
     connect_timeout: Option<Duration>,
+    /// Connections whose last operation finished cleanly, newest last. sqlx pings every
+    /// connection given back to its pool, one more round trip to the database per
+    /// operation; these skip that (see [`Db::release`]).
+    kept: Mutex<Vec<(PoolConnection<DB>, Instant)>>,
+    /// At most this many are kept.
+    keep_max: usize,
 }
 
 impl<DB: Database> Hosts<DB> {
     async fn acquire(&self, deadline: Instant) -> Result<PoolConnection<DB>, DbError> {
+        while let Some((mut conn, since)) = self.pop_kept() {
+            // As the pool does (`PING_IDLE_AFTER`): a connection idle for long may be dead.
+            if since.elapsed() <= PING_IDLE_AFTER {
+                return Ok(conn);
+            }
+            match tokio::time::timeout_at(deadline, conn.ping()).await {
+                Ok(Ok(())) => return Ok(conn),
+                _ => conn.close_on_drop(),
+            }
+        }
         let n = self.pools.len();
         let start = self.current.load(Ordering::Relaxed);
         let mut last = DbError::Sqlx(sqlx::Error::PoolTimedOut);
@@ -66,6 +82,31 @@ impl<DB: Database> Hosts<DB> {
             }
         }
         Err(last)
+    }
+
+    fn pop_kept(&self) -> Option<(PoolConnection<DB>, Instant)> {
+        self.kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+
+    /// Keeps `conn` for the next operation. Only with one host: with several, a kept
+    /// connection could outlive a switch to another host.
+    fn keep(&self, conn: PoolConnection<DB>) {
+        if self.pools.len() != 1 {
+            return;
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() < self.keep_max {
+            kept.push((conn, Instant::now()));
+        }
+    }
+
+    /// Gives the kept connections back (the pools wait for them when closing).
+    fn drop_kept(&self) {
+        let kept = std::mem::take(&mut *self.kept.lock().unwrap_or_else(PoisonError::into_inner));
+        drop(kept);
     }
 }
 
@@ -174,6 +215,17 @@ impl Db {
         }
     }
 
+    /// Gives back a MySQL or PostgreSQL connection whose operation finished cleanly (no
+    /// error, not cancelled), for the next operation to use without sqlx's ping. Any
+    /// other connection is dropped as usual.
+    pub fn release(&self, conn: Conn) {
+        match (self, conn) {
+            (Db::Mysql(h), Conn::Mysql(c)) => h.keep(c),
+            (Db::Postgres(h), Conn::Postgres(c)) => h.keep(c),
+            _ => {}
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Db::Sqlite {
@@ -187,11 +239,13 @@ impl Db {
                 writer.close().await;
             }
             Db::Mysql(h) => {
+                h.drop_kept();
                 for p in &h.pools {
                     p.close().await;
                 }
             }
             Db::Postgres(h) => {
+                h.drop_kept();
                 for p in &h.pools {
                     p.close().await;
                 }
@@ -212,6 +266,8 @@ fn hosts_of<DB: Database, O: Clone>(
         names: hosts.iter().map(name).collect(),
         current: AtomicUsize::new(0),
         connect_timeout: settings.connect_timeout,
+        kept: Mutex::new(Vec::new()),
+        keep_max: usize::try_from(settings.maxconns).unwrap_or(usize::MAX),
     }
 }
 
