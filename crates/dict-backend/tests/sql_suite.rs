@@ -635,6 +635,7 @@ suite!(
     concurrent_commits_fail_alone,
     batches_keep_arrival_order,
     many_connections_write_the_same_rows,
+    more_callers_than_connections,
     text_is_stored_as_sent_or_refused,
     exact_key_with_recurse_reads_the_first_map,
     increments_of_null_columns,
@@ -970,6 +971,28 @@ mod cases {
         for k in 0..3 {
             assert!(env.get1(&format!("shared/kv/hot/{k}"), "").await.is_some());
         }
+    }
+
+    /// More callers than the pool has connections (Dovecot's default `maxconns` is 5):
+    /// a caller waiting for the pool gets a connection another one just finished with,
+    /// also one the dict keeps for reuse, and nobody waits until the timeout.
+    pub async fn more_callers_than_connections(env: &Env) {
+        assert_eq!(
+            env.commit("", vec![set("shared/kv/c/k", "v")]).await,
+            CommitResult::Ok
+        );
+        let tasks = (0..24).map(|_| async move {
+            for _ in 0..20 {
+                let started = Instant::now();
+                assert_eq!(env.get1("shared/kv/c/k", "").await, s("v"));
+                assert!(
+                    started.elapsed() < Duration::from_secs(3),
+                    "{:?}",
+                    started.elapsed()
+                );
+            }
+        });
+        futures::future::join_all(tasks).await;
     }
 
     /// `Dict::scan_users`, sorted by user, values as text.

@@ -14,6 +14,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Connection, Database, Pool};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::connect::{PoolSettings, Target};
@@ -35,6 +36,9 @@ pub(crate) struct Hosts<DB: Database> {
     kept: Mutex<Vec<(PoolConnection<DB>, Instant)>>,
     /// At most this many are kept.
     keep_max: usize,
+    /// Told when a connection is kept: a caller waiting for the pool (whose connections
+    /// may all be kept) takes it instead.
+    kept_one: Notify,
 }
 
 impl<DB: Database> Hosts<DB> {
@@ -63,7 +67,7 @@ impl<DB: Database> Hosts<DB> {
             if let Some(t) = self.connect_timeout {
                 budget = budget.min(t);
             }
-            match tokio::time::timeout(budget, self.pools[idx].acquire()).await {
+            match tokio::time::timeout(budget, self.acquire_from(idx)).await {
                 Ok(Ok(conn)) => {
                     if idx != start {
                         tracing::warn!("sql dict: switched to database host {}", self.names[idx]);
@@ -84,6 +88,21 @@ impl<DB: Database> Hosts<DB> {
         Err(last)
     }
 
+    /// A connection of host `idx` from its pool, or one kept meanwhile.
+    async fn acquire_from(&self, idx: usize) -> Result<PoolConnection<DB>, sqlx::Error> {
+        let mut acquire = std::pin::pin!(self.pools[idx].acquire());
+        loop {
+            tokio::select! {
+                conn = &mut acquire => return conn,
+                () = self.kept_one.notified() => {
+                    if let Some((conn, _)) = self.pop_kept() {
+                        return Ok(conn);
+                    }
+                }
+            }
+        }
+    }
+
     fn pop_kept(&self) -> Option<(PoolConnection<DB>, Instant)> {
         self.kept
             .lock()
@@ -100,6 +119,8 @@ impl<DB: Database> Hosts<DB> {
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         if kept.len() < self.keep_max {
             kept.push((conn, Instant::now()));
+            drop(kept);
+            self.kept_one.notify_one();
         }
     }
 
@@ -268,6 +289,7 @@ fn hosts_of<DB: Database, O: Clone>(
         connect_timeout: settings.connect_timeout,
         kept: Mutex::new(Vec::new()),
         keep_max: usize::try_from(settings.maxconns).unwrap_or(usize::MAX),
+        kept_one: Notify::new(),
     }
 }
 
