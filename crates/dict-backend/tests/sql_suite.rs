@@ -486,6 +486,57 @@ impl Env {
     }
 }
 
+/// A write lock held by the test's own connection, so that the dict's commits queue up
+/// behind one that needs it: SQLite's database lock, or (MySQL, PostgreSQL) the lock on
+/// the not yet committed quota row of `user`.
+enum Lock {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Mysql(sqlx::Transaction<'static, sqlx::MySql>),
+    Pgsql(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Lock {
+    async fn take(env: &Env, user: &str) -> Lock {
+        // PostgreSQL reads the column types on first use: done here, commits queue at once.
+        assert_eq!(env.get1("priv/quota/storage", "nobody").await, None);
+        let insert = format!(
+            "INSERT INTO {} (username, bytes, messages) VALUES ('{user}', 0, 0)",
+            env.t("quota")
+        );
+        match &env.raw {
+            Raw::Sqlite(pool) => {
+                let mut c = pool.acquire().await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+                Lock::Sqlite(c)
+            }
+            Raw::Mysql(pool) => {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query(&insert).execute(&mut *tx).await.unwrap();
+                Lock::Mysql(tx)
+            }
+            Raw::Pgsql(pool) => {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query(&insert).execute(&mut *tx).await.unwrap();
+                Lock::Pgsql(tx)
+            }
+        }
+    }
+
+    /// Rolls back: the row was never there.
+    async fn release(self) {
+        match self {
+            Lock::Sqlite(mut c) => {
+                sqlx::query("ROLLBACK").execute(&mut *c).await.unwrap();
+            }
+            Lock::Mysql(tx) => tx.rollback().await.unwrap(),
+            Lock::Pgsql(tx) => tx.rollback().await.unwrap(),
+        }
+    }
+}
+
 async fn exec_raw(raw: &Raw, sql: &str) {
     let r = match raw {
         Raw::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
@@ -582,6 +633,9 @@ suite!(
     double_and_uuid_types,
     scan_users_reads_every_user,
     concurrent_commits_fail_alone,
+    batches_keep_arrival_order,
+    many_connections_write_the_same_rows,
+    more_callers_than_connections,
     text_is_stored_as_sent_or_refused,
     exact_key_with_recurse_reads_the_first_map,
     increments_of_null_columns,
@@ -762,19 +816,10 @@ mod cases {
     /// commit, a missing row makes only its commit NOTFOUND, the rest are stored.
     pub async fn concurrent_commits_fail_alone(env: &Env) {
         env.exec(&format!("DROP TABLE {}", env.t("single"))).await;
-        // SQLite: another connection holds the write lock, so that the commits queue up
-        // behind the first one and the writer takes them together.
-        let mut lock = match &env.raw {
-            Raw::Sqlite(pool) => {
-                let mut c = pool.acquire().await.unwrap();
-                sqlx::query("BEGIN IMMEDIATE")
-                    .execute(&mut *c)
-                    .await
-                    .unwrap();
-                Some(c)
-            }
-            _ => None,
-        };
+        // Another connection holds a lock the first commit needs, so that the others
+        // queue up behind it and are applied together: one batch, in which commit 7
+        // fails and must fail alone.
+        let lock = Lock::take(env, "g0").await;
         let mut tasks = Vec::new();
         for i in 0..20 {
             let dict = env.dict.clone();
@@ -801,11 +846,8 @@ mod cases {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        if let Some(c) = lock.as_mut() {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            sqlx::query("ROLLBACK").execute(&mut **c).await.unwrap();
-        }
-        drop(lock);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        lock.release().await;
         for (i, task) in tasks.into_iter().enumerate() {
             let result = task.await.unwrap();
             match i {
@@ -821,6 +863,136 @@ mod cases {
             }
         }
         assert_eq!(env.get("priv/quota/storage", "nobody").await, None);
+    }
+
+    /// Commits applied together (queued behind a blocked one) give what they give one
+    /// after the other, in arrival order: the same key twice keeps the later value, a
+    /// delete between two sets of a key stays between them, an increment sees the row a
+    /// set before it created, and each commit gets its own NOTFOUND.
+    pub async fn batches_keep_arrival_order(env: &Env) {
+        let lock = Lock::take(env, "blocker").await;
+        let commits: Vec<(&str, Vec<Change>)> = vec![
+            ("blocker", vec![set("priv/quota/storage", "1")]),
+            ("", vec![set("shared/kv/s/k", "first")]),
+            ("", vec![set("shared/kv/s/k", "second")]),
+            ("", vec![set("shared/kv/s/d", "x")]),
+            ("", vec![unset("shared/kv/s/d")]),
+            ("", vec![unset("shared/kv/s/e")]),
+            (
+                "",
+                vec![set("shared/kv/s/e", "y"), set("shared/kv/s/k", "third")],
+            ),
+            ("g1", vec![inc("priv/quota/storage", 5)]),
+            ("g1", vec![set("priv/quota/storage", "10")]),
+            ("g1", vec![inc("priv/quota/storage", 5)]),
+            (
+                "g2",
+                vec![
+                    set("priv/quota/storage", "7"),
+                    set("priv/quota/messages", "1"),
+                ],
+            ),
+            (
+                "g2",
+                vec![
+                    set("priv/quota/storage", "8"),
+                    set("priv/quota/messages", "2"),
+                ],
+            ),
+            ("", vec![set("shared/kv/s/k", "fourth")]),
+        ];
+        let mut tasks = Vec::new();
+        for (user, changes) in commits {
+            let dict = env.dict.clone();
+            tasks.push(tokio::spawn(async move {
+                dict.commit(Transaction {
+                    username: user.into(),
+                    changes,
+                    ..Default::default()
+                })
+                .await
+            }));
+            // Queued in this order (time enough for a loaded machine).
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        lock.release().await;
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        let mut expected = vec![CommitResult::Ok; 13];
+        expected[7] = CommitResult::NotFound;
+        assert_eq!(results, expected);
+        assert_eq!(env.get1("shared/kv/s/k", "").await, s("fourth"));
+        assert_eq!(env.get1("shared/kv/s/d", "").await, None);
+        assert_eq!(env.get1("shared/kv/s/e", "").await, s("y"));
+        assert_eq!(env.get1("priv/quota/storage", "g1").await, s("15"));
+        assert_eq!(
+            env.get("priv/quota/both", "g2").await,
+            Some(vec!["8".into(), "2".into()])
+        );
+        assert_eq!(env.get1("priv/quota/storage", "blocker").await, s("1"));
+    }
+
+    /// Many connections writing the same rows at once: no write is lost.
+    pub async fn many_connections_write_the_same_rows(env: &Env) {
+        let tasks = (0..24).map(|w| async move {
+            for i in 0..15 {
+                let r = env
+                    .commit(
+                        &format!("hot{}", w % 2),
+                        vec![
+                            set("priv/quota/storage", &format!("{w}")),
+                            inc("priv/quota/messages", 1),
+                        ],
+                    )
+                    .await;
+                // The set creates the row, so the increment always finds it.
+                assert_eq!(r, CommitResult::Ok, "{w}/{i}");
+                let r = env
+                    .commit(
+                        "",
+                        vec![set(&format!("shared/kv/hot/{}", i % 3), &format!("{w}"))],
+                    )
+                    .await;
+                assert_eq!(r, CommitResult::Ok, "{w}/{i}");
+            }
+        });
+        futures::future::join_all(tasks).await;
+        // Every increment counted: 12 writers x 15 commits per row.
+        for user in ["hot0", "hot1"] {
+            assert_eq!(
+                env.get1("priv/quota/messages", user).await,
+                s(&(12 * 15).to_string()),
+                "{user}"
+            );
+        }
+        for k in 0..3 {
+            assert!(env.get1(&format!("shared/kv/hot/{k}"), "").await.is_some());
+        }
+    }
+
+    /// More callers than the pool has connections (Dovecot's default `maxconns` is 5):
+    /// a caller waiting for the pool gets a connection another one just finished with,
+    /// also one the dict keeps for reuse, and nobody waits until the timeout.
+    pub async fn more_callers_than_connections(env: &Env) {
+        assert_eq!(
+            env.commit("", vec![set("shared/kv/c/k", "v")]).await,
+            CommitResult::Ok
+        );
+        let tasks = (0..24).map(|_| async move {
+            for _ in 0..20 {
+                let started = Instant::now();
+                assert_eq!(env.get1("shared/kv/c/k", "").await, s("v"));
+                assert!(
+                    started.elapsed() < Duration::from_secs(3),
+                    "{:?}",
+                    started.elapsed()
+                );
+            }
+        });
+        futures::future::join_all(tasks).await;
     }
 
     /// `Dict::scan_users`, sorted by user, values as text.

@@ -1,13 +1,15 @@
-//! A dict commit applied: planned into statements, then run through SQLite's group
-//! commit, or on a server database in one transaction retried on a fresh connection
-//! while nothing can have been applied (see [`outcome`](super::outcome)).
+//! A dict commit applied: planned into statements, then run through the dict's group
+//! commit (SQLite: one transaction with a savepoint per commit; MySQL and PostgreSQL: a
+//! batch, see [`batch`](super::batch)). A commit on its own runs in one transaction,
+//! retried on a fresh connection while nothing can have been applied (see
+//! [`outcome`](super::outcome)).
 
-use tokio::time::timeout_at;
+use tokio::time::{timeout_at, Instant};
 
 use super::commit;
 use super::dialect::Dialect;
 use super::expire::unix_now;
-use super::group;
+use super::group::{self, Outcome};
 use super::outcome::{self, Next};
 use super::param::has_non_utf8;
 use super::state::{DictState, MAX_RETRIES};
@@ -38,17 +40,30 @@ impl DictState {
         if steps.is_empty() {
             return CommitResult::Ok;
         }
-        if let Some(group) = self.db.group() {
-            return match group.commit(steps, deadline).await {
-                group::Outcome::Applied(false) => CommitResult::Ok,
-                group::Outcome::Applied(true) => CommitResult::NotFound,
-                group::Outcome::Failed(e) => CommitResult::Failed(failed(&e)),
-                group::Outcome::Uncertain(e) => CommitResult::WriteUncertain(failed(&e)),
-            };
+        let outcome = match self.db.sqlite_writer() {
+            Some(writer) => {
+                let apply = |g| group::apply_sqlite(writer, g);
+                self.group.commit(steps, deadline, apply).await
+            }
+            None => {
+                let apply = |g| self.apply_batch(&queries, g);
+                self.group.commit(steps, deadline, apply).await
+            }
+        };
+        match outcome {
+            Outcome::Applied(false) => CommitResult::Ok,
+            Outcome::Applied(true) => CommitResult::NotFound,
+            Outcome::Failed(e) => CommitResult::Failed(failed(&e)),
+            Outcome::Uncertain(e) => CommitResult::WriteUncertain(failed(&e)),
         }
+    }
+
+    /// One commit in a transaction of its own (MySQL, PostgreSQL), retried on a fresh
+    /// connection while nothing can have been applied.
+    pub(super) async fn commit_alone(&self, steps: &[Exec], deadline: Instant) -> Outcome {
         let answer = |next: Next, e: &DbError| match next {
-            Next::Uncertain => CommitResult::WriteUncertain(failed(e)),
-            _ => CommitResult::Failed(failed(e)),
+            Next::Uncertain => Outcome::Uncertain(e.to_string()),
+            _ => Outcome::Failed(e.to_string()),
         };
         let mut retries = 0;
         // An attempt got as far as sending its statement: it may have been applied.
@@ -59,13 +74,15 @@ impl DictState {
                 Err(e) => return answer(outcome::after_acquire_failure(maybe_applied), &e),
             };
             let mut phase = Phase::Begin;
-            let result = match timeout_at(deadline, conn.transaction(&steps, &mut phase)).await {
+            let result = match timeout_at(deadline, conn.transaction(steps, &mut phase)).await {
                 Ok(r) => r,
                 Err(_) => Err(DbError::Timeout(self.timeout)),
             };
             let e = match result {
-                Ok(false) => return CommitResult::Ok,
-                Ok(true) => return CommitResult::NotFound,
+                Ok(missing) => {
+                    self.db.release(conn);
+                    return Outcome::Applied(missing);
+                }
                 Err(e) => e,
             };
             if !e.is_database() && !e.is_refused() {

@@ -23,7 +23,7 @@ use crate::Change;
 use super::dialect::Dialect;
 use super::param::{find_map, is_private, key_params, typed_param, Param};
 use super::query::{Queries, Shape};
-use super::types::Exec;
+use super::types::{Exec, Fold};
 
 enum Item {
     /// A set's value, already checked against its map's value type.
@@ -131,10 +131,20 @@ pub(crate) fn plan_expiring(
                 if private {
                     params.push(Param::Text(username.to_vec()));
                 }
+                let base = Shape::Delete { map: m, private };
+                // The WHERE compares exactly these values, one column each.
+                let columns =
+                    maps[m].fields.len() + usize::from(private && maps[m].username_field.is_some());
+                let fold = (columns == params.len() && columns > 0).then(|| Fold {
+                    base: base.clone(),
+                    row: columns,
+                    key: (0..columns).collect(),
+                });
                 steps.push(Exec::Run {
-                    sql: q.sql(&Shape::Delete { map: m, private }),
+                    sql: q.sql(&base),
                     params,
                     count: false,
+                    fold,
                 });
             }
             Change::Inc { key, diff } => {
@@ -282,19 +292,30 @@ fn flush_sets(
     if b.private {
         params.push(Param::Text(username.to_vec()));
     }
+    let user_end = params.len();
     params.extend(expire.clone());
+    let fields_start = params.len();
     params.extend(key_params(first, &b.vars).map_err(fail)?);
+    let row = params.len();
     if q.dialect == Dialect::Mysql {
         params.extend(values);
         params.extend(expire);
     }
+    let base = Shape::Upsert {
+        maps,
+        private: b.private,
+    };
+    // The row's key: the username (when the INSERT names its column), then the fields.
+    let fold = (!b.private || first.username_field.is_some()).then(|| Fold {
+        base: base.clone(),
+        row,
+        key: (b.items.len()..user_end).chain(fields_start..row).collect(),
+    });
     Ok(Exec::Run {
-        sql: q.sql(&Shape::Upsert {
-            maps,
-            private: b.private,
-        }),
+        sql: q.sql(&base),
         params,
         count: false,
+        fold,
     })
 }
 
@@ -335,6 +356,7 @@ fn flush_incs(q: &Queries, username: &[u8], mut b: Batch) -> Result<Exec, String
         }),
         params,
         count: true,
+        fold: None,
     })
 }
 

@@ -171,8 +171,14 @@ impl<'a> SqlText<'a> {
     }
 
     /// The upsert clause for an INSERT of `values` keyed by `keys` (not empty). MySQL
-    /// binds the values again (one placeholder each, in order).
-    pub fn upsert(&mut self, keys: &[&str], values: &[(&str, ParamKind)]) -> &mut Self {
+    /// binds the values again (one placeholder each, in order), or, for an INSERT of
+    /// several rows (`rows`), takes each row's own (`VALUES(v)`).
+    pub fn upsert_rows(
+        &mut self,
+        keys: &[&str],
+        values: &[(&str, ParamKind)],
+        rows: bool,
+    ) -> &mut Self {
         match self.dialect {
             Dialect::Sqlite | Dialect::Postgres => {
                 self.sql
@@ -189,8 +195,12 @@ impl<'a> SqlText<'a> {
                     if i > 0 {
                         self.sql.push(',');
                     }
-                    self.sql.push_str(&format!("{v}="));
-                    self.param(*kind, Some(v));
+                    if rows {
+                        self.sql.push_str(&format!("{v}=VALUES({v})"));
+                    } else {
+                        self.sql.push_str(&format!("{v}="));
+                        self.param(*kind, Some(v));
+                    }
                 }
             }
         }
@@ -275,14 +285,20 @@ mod tests {
         let cat = Catalog::default();
         let vals = [("bytes", ParamKind::Int), ("messages", ParamKind::Int)];
         let mut s = SqlText::new(Dialect::Sqlite, &cat, "quota");
-        s.upsert(&["username"], &vals);
+        s.upsert_rows(&["username"], &vals, false);
         assert_eq!(
             s.finish(),
             " ON CONFLICT (username) DO UPDATE SET bytes=excluded.bytes,messages=excluded.messages"
         );
         let mut s = SqlText::new(Dialect::Mysql, &cat, "quota");
-        s.upsert(&["username"], &vals);
+        s.upsert_rows(&["username"], &vals, false);
         assert_eq!(s.finish(), " ON DUPLICATE KEY UPDATE bytes=?,messages=?");
+        let mut s = SqlText::new(Dialect::Mysql, &cat, "quota");
+        s.upsert_rows(&["username"], &vals, true);
+        assert_eq!(
+            s.finish(),
+            " ON DUPLICATE KEY UPDATE bytes=VALUES(bytes),messages=VALUES(messages)"
+        );
     }
 
     #[test]

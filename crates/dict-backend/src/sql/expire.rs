@@ -47,6 +47,7 @@ impl DictState {
                 sql: sql.finish().into(),
                 params: vec![Param::Int(unix_now())],
                 count: false,
+                fold: None,
             });
         }
         if steps.is_empty() {

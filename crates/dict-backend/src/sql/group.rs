@@ -1,11 +1,12 @@
-//! Group commit for SQLite. SQLite has one writer and syncs the file at every COMMIT, so
-//! commits arriving together wait for each other's fsync. Every commit is queued; the
-//! caller that gets the writer (the leader) takes every queued commit and applies them in
-//! one transaction, each in a savepoint of its own ([`Conn::group_transaction`]): one
-//! fsync for the lot, and a commit whose statement fails still fails alone. The others
-//! wait for their outcome, or for their turn to lead. Alone, a commit is its own leader and
-//! runs at once, with no hand-off to another task. A commit is acknowledged only after
-//! the COMMIT that contains it, so durability is the same as one transaction each.
+//! Group commit: commits that arrive while a dict's writer is busy are applied together.
+//! Every commit is queued; the caller that gets the writer (the leader) takes every queued
+//! commit and applies them as one group, through the function its dict passes in: SQLite
+//! in one transaction with a savepoint per commit (one fsync for the lot, see
+//! [`apply_sqlite`]); MySQL and PostgreSQL as one batch of folded statements (see
+//! [`batch`](super::batch)). The others wait for their outcome, or for their turn to
+//! lead. Alone, a commit is its own leader and runs at once, with no hand-off to another
+//! task. A commit is acknowledged only after the COMMIT that contains it, so durability is
+//! the same as one transaction each.
 //!
 //! A group is bounded by the earliest deadline among its commits, so every caller learns
 //! its commit's real outcome in time: Failed if the group failed or timed out before its
@@ -14,6 +15,7 @@
 //! applying leaves the others of its group uncertain.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -43,17 +45,17 @@ pub(crate) enum Outcome {
     Uncertain(String),
 }
 
-struct Job {
+/// One queued commit, for the function that applies a group.
+pub(crate) struct Job {
     steps: Vec<Exec>,
     deadline: Instant,
     state: Arc<AtomicU8>,
     done: oneshot::Sender<Outcome>,
 }
 
-/// The queue in front of a SQLite dict's writer connection.
+/// The queue in front of a dict's writer.
 #[derive(Debug)]
 pub(crate) struct GroupCommit {
-    writer: Pool<Sqlite>,
     queue: Mutex<VecDeque<Job>>,
     /// Held by the caller applying a group.
     leader: tokio::sync::Mutex<()>,
@@ -68,19 +70,40 @@ impl std::fmt::Debug for Job {
     }
 }
 
+impl Job {
+    /// The statements of this commit.
+    pub fn steps(&self) -> &[Exec] {
+        &self.steps
+    }
+
+    /// When its caller stops waiting.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Tells the caller what became of its commit.
+    pub fn finish(self, outcome: Outcome) {
+        let _ = self.done.send(outcome);
+    }
+}
+
 impl GroupCommit {
-    /// Commits on `writer` (a pool of one connection).
-    pub fn new(writer: Pool<Sqlite>, timeout: Duration) -> GroupCommit {
+    /// `timeout`: the dict's, for the text of a commit that timed out in the queue.
+    pub fn new(timeout: Duration) -> GroupCommit {
         GroupCommit {
-            writer,
             queue: Mutex::new(VecDeque::new()),
             leader: tokio::sync::Mutex::new(()),
             timeout,
         }
     }
 
-    /// Applies `steps` as one dict commit, with the commits queued alongside.
-    pub async fn commit(&self, steps: Vec<Exec>, deadline: Instant) -> Outcome {
+    /// Applies `steps` as one dict commit, with the commits queued alongside: `apply`
+    /// applies a group (oldest first, never empty) and finishes each of its jobs.
+    pub async fn commit<F, Fut>(&self, steps: Vec<Exec>, deadline: Instant, apply: F) -> Outcome
+    where
+        F: Fn(Vec<Job>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
         let state = Arc::new(AtomicU8::new(QUEUED));
         let (done, mut result) = oneshot::channel();
         self.queue
@@ -105,9 +128,9 @@ impl GroupCommit {
                         drop(guard);
                         return result.await.unwrap_or_else(|_| abandoned());
                     }
-                    tracing::trace!(commits = group.len(), "sqlite group commit");
+                    tracing::trace!(commits = group.len(), "group commit");
                     // Bounded by the earliest deadline in the group: ours, or an older one.
-                    apply(&self.writer, group).await;
+                    apply(group).await;
                 }
                 () = tokio::time::sleep_until(deadline), if !expired => {
                     expired = true;
@@ -143,14 +166,19 @@ impl GroupCommit {
     }
 }
 
-/// Applies one group and tells every caller its outcome.
-async fn apply(writer: &Pool<Sqlite>, group: Vec<Job>) {
-    // The earliest: every caller in the group gets its outcome by its own deadline.
-    let deadline = group
+/// The earliest deadline of `group`: every caller in it gets its outcome by its own.
+pub(crate) fn group_deadline(group: &[Job]) -> Instant {
+    group
         .iter()
         .map(|j| j.deadline)
         .min()
-        .unwrap_or_else(Instant::now);
+        .unwrap_or_else(Instant::now)
+}
+
+/// Applies one group of SQLite commits on `writer` (a pool of one connection) and tells
+/// every caller its outcome.
+pub(crate) async fn apply_sqlite(writer: &Pool<Sqlite>, group: Vec<Job>) {
+    let deadline = group_deadline(&group);
     let timeout = deadline.saturating_duration_since(Instant::now());
     let mut conn = match timeout_at(deadline, writer.acquire()).await {
         Ok(Ok(c)) => Conn::Sqlite(c),
@@ -194,7 +222,7 @@ async fn apply(writer: &Pool<Sqlite>, group: Vec<Job>) {
 }
 
 /// Tells every caller of `group` that it failed (or, `uncertain`, may have been applied).
-fn fail_all(group: Vec<Job>, e: &DbError, uncertain: bool) {
+pub(crate) fn fail_all(group: Vec<Job>, e: &DbError, uncertain: bool) {
     let text = e.to_string();
     for job in group {
         let _ = job.done.send(if uncertain {

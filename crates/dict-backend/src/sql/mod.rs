@@ -50,6 +50,7 @@
 //!   SQL of its SQLite/MySQL/PostgreSQL drivers, which fails.
 
 mod apply;
+mod batch;
 mod check;
 mod commit;
 mod connect;
@@ -153,6 +154,7 @@ impl SqlDict {
             map_file: map_file.path,
             maps: Arc::from(map_file.maps),
             db,
+            group: group::GroupCommit::new(timeout),
             queries: tokio::sync::OnceCell::new(),
             timeout,
         };

@@ -7,7 +7,7 @@
 //! next one is tried (failover), and the dict stays on it until it fails in turn.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use dict_config::{SqliteJournalMode, SqliteOptions, SqliteSynchronous};
@@ -23,7 +23,6 @@ use tokio::time::Instant;
 use super::connect::{PoolSettings, Target};
 use super::db::Conn;
 use super::dialect::Dialect;
-use super::group::GroupCommit;
 use super::session::SessionAttrs;
 use super::sqlite_read::SqliteReaders;
 use super::types::DbError;
@@ -42,6 +41,15 @@ pub(crate) struct Hosts<DB: Database> {
     names: Vec<String>,
     current: AtomicUsize,
     connect_timeout: Option<Duration>,
+    /// Connections whose last operation finished cleanly, newest last. sqlx pings every
+    /// connection given back to its pool, one more round trip to the database per
+    /// operation; these skip that (see [`Db::release`]).
+    kept: Mutex<Vec<(PoolConnection<DB>, Instant)>>,
+    /// At most this many are kept.
+    keep_max: usize,
+    /// Told when a connection is kept: a caller waiting for the pool (whose connections
+    /// may all be kept) takes it instead.
+    kept_one: Notify,
 }
 
 impl<DB: Database> std::fmt::Debug for Hosts<DB> {
@@ -55,6 +63,16 @@ impl<DB: Database> std::fmt::Debug for Hosts<DB> {
 
 impl<DB: Database> Hosts<DB> {
     async fn acquire(&self, deadline: Instant) -> Result<PoolConnection<DB>, DbError> {
+        while let Some((mut conn, since)) = self.pop_kept() {
+            // As the pool does (`PING_IDLE_AFTER`): a connection idle for long may be dead.
+            if since.elapsed() <= PING_IDLE_AFTER {
+                return Ok(conn);
+            }
+            match tokio::time::timeout_at(deadline, conn.ping()).await {
+                Ok(Ok(())) => return Ok(conn),
+                _ => conn.close_on_drop(),
+            }
+        }
         let n = self.pools.len();
         let start = self.current.load(Ordering::Relaxed);
         let mut last = DbError::Sqlx(sqlx::Error::PoolTimedOut);
@@ -90,17 +108,27 @@ impl<DB: Database> Hosts<DB> {
         Err(last)
     }
 
-    /// A connection of host `idx`; when the pool would have to connect (nothing idle, room
-    /// for more), the host is probed first, and a failed probe sends every request waiting
-    /// in that pool on to the next host (with one host there is nothing to fail over to:
-    /// sqlx's retries are what we want).
+    /// A connection of host `idx` (or, with one host, one kept meanwhile); when the pool
+    /// would have to connect (nothing idle, room for more), the host is probed first, and a
+    /// failed probe sends every request waiting in that pool on to the next host (with one
+    /// host there is nothing to fail over to: sqlx's retries are what we want).
     async fn acquire_from(&self, idx: usize) -> Result<PoolConnection<DB>, sqlx::Error> {
         let pool = &self.pools[idx];
+        if self.pools.len() == 1 {
+            let mut acquire = std::pin::pin!(pool.acquire());
+            loop {
+                tokio::select! {
+                    conn = &mut acquire => return conn,
+                    () = self.kept_one.notified() => {
+                        if let Some((conn, _)) = self.pop_kept() {
+                            return Ok(conn);
+                        }
+                    }
+                }
+            }
+        }
         let would_connect =
             pool.num_idle() == 0 && pool.size() < pool.options().get_max_connections();
-        if self.pools.len() == 1 {
-            return pool.acquire().await;
-        }
         let down = self.down[idx].notified();
         if would_connect {
             if let Err(e) = (self.probes[idx])().await {
@@ -113,6 +141,33 @@ impl<DB: Database> Hosts<DB> {
             () = down => Err(sqlx::Error::Io(std::io::Error::other("database host is down"))),
         }
     }
+
+    fn pop_kept(&self) -> Option<(PoolConnection<DB>, Instant)> {
+        self.kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+
+    /// Keeps `conn` for the next operation. Only with one host: with several, a kept
+    /// connection could outlive a switch to another host.
+    fn keep(&self, conn: PoolConnection<DB>) {
+        if self.pools.len() != 1 {
+            return;
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() < self.keep_max {
+            kept.push((conn, Instant::now()));
+            drop(kept);
+            self.kept_one.notify_one();
+        }
+    }
+
+    /// Gives the kept connections back (the pools wait for them when closing).
+    fn drop_kept(&self) {
+        let kept = std::mem::take(&mut *self.kept.lock().unwrap_or_else(PoisonError::into_inner));
+        drop(kept);
+    }
 }
 
 /// The pools of a dict.
@@ -120,9 +175,8 @@ impl<DB: Database> Hosts<DB> {
 pub(crate) enum Db {
     Sqlite {
         readers: Pool<Sqlite>,
+        /// The one connection dict commits use, several to a transaction.
         writer: Pool<Sqlite>,
-        /// Dict commits go through here, several to a transaction.
-        group: Arc<GroupCommit>,
         /// Lookups go through here, without sqlx's thread hop.
         lookups: Arc<SqliteReaders>,
         /// `sqlite_synchronous` and `sqlite_journal_mode` as configured.
@@ -181,12 +235,10 @@ impl Db {
                     .max_connections(sqlite.readers.max(1))
                     .acquire_timeout(timeout)
                     .connect_lazy_with(connect.create_if_missing(false));
-                let group = Arc::new(GroupCommit::new(writer.clone(), timeout));
                 let lookups = Arc::new(SqliteReaders::new(path.clone(), timeout));
                 Ok(Db::Sqlite {
                     readers,
                     writer,
-                    group,
                     lookups,
                     options: *options,
                 })
@@ -241,10 +293,10 @@ impl Db {
         }
     }
 
-    /// SQLite's group commit queue.
-    pub fn group(&self) -> Option<&GroupCommit> {
+    /// SQLite's writer connection.
+    pub fn sqlite_writer(&self) -> Option<&Pool<Sqlite>> {
         match self {
-            Db::Sqlite { group, .. } => Some(group),
+            Db::Sqlite { writer, .. } => Some(writer),
             _ => None,
         }
     }
@@ -275,6 +327,17 @@ impl Db {
         }
     }
 
+    /// Gives back a MySQL or PostgreSQL connection whose operation finished cleanly (no
+    /// error, not cancelled), for the next operation to use without sqlx's ping. Any
+    /// other connection is dropped as usual.
+    pub fn release(&self, conn: Conn) {
+        match (self, conn) {
+            (Db::Mysql(h), Conn::Mysql(c)) => h.keep(c),
+            (Db::Postgres(h), Conn::Postgres(c)) => h.keep(c),
+            _ => {}
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Db::Sqlite {
@@ -288,11 +351,13 @@ impl Db {
                 writer.close().await;
             }
             Db::Mysql(h) => {
+                h.drop_kept();
                 for p in &h.pools {
                     p.close().await;
                 }
             }
             Db::Postgres(h) => {
+                h.drop_kept();
                 for p in &h.pools {
                     p.close().await;
                 }
@@ -331,6 +396,9 @@ fn hosts_of<DB: Database, O: Clone + Send + Sync + 'static>(
         names: hosts.iter().map(server.name).collect(),
         current: AtomicUsize::new(0),
         connect_timeout: settings.connect_timeout,
+        kept: Mutex::new(Vec::new()),
+        keep_max: usize::try_from(settings.maxconns).unwrap_or(usize::MAX),
+        kept_one: Notify::new(),
     }
 }
 

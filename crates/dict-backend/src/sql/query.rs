@@ -62,6 +62,13 @@ pub(crate) enum Shape {
         maps: Vec<usize>,
         private: bool,
     },
+    /// An `Upsert` or a `Delete` of several rows at once (`rows` of them):
+    /// `INSERT … VALUES (…),(…)` and `DELETE … WHERE (keys) IN ((…),(…))`. The
+    /// parameters are those of each row in turn (see [`Fold`](super::types::Fold)).
+    Rows {
+        base: Box<Shape>,
+        rows: usize,
+    },
     /// A shared map without variables: `UPDATE T SET …` (no WHERE) …
     UpdateAll {
         maps: Vec<usize>,
@@ -162,43 +169,12 @@ impl Queries {
                 let _ = self.where_clause(&mut s, map, map.fields.len(), IterMode::Exact, *private);
                 s.finish()
             }
-            Shape::Upsert { maps, private } => {
-                let first = &self.maps[maps[0]];
-                let mut s = self.text(first);
-                let values = self.first_values(maps);
-                let mut columns: Vec<&str> = values.iter().map(|(c, _)| *c).collect();
-                let username = first.username_field.as_deref().filter(|_| *private);
-                columns.extend(username);
-                columns.extend(first.expire_field.as_deref());
-                columns.extend(first.fields.iter().map(|f| f.column.as_str()));
-                s.push("INSERT INTO ")
-                    .push(&first.table)
-                    .push(" (")
-                    .push(&columns.join(","))
-                    .push(") VALUES (");
-                for (i, (column, kind)) in values.iter().enumerate() {
-                    if i > 0 {
-                        s.push(",");
-                    }
-                    s.param(*kind, Some(column));
-                }
-                if let Some(u) = username {
-                    s.push(",").param(ParamKind::Text, Some(u));
-                }
-                if let Some(e) = &first.expire_field {
-                    s.push(",").param(ParamKind::Int, Some(e));
-                }
-                for f in &first.fields {
-                    s.push(",").param(kind(f.value_type), Some(&f.column));
-                }
-                s.push(")");
-                let mut keys: Vec<&str> = first.fields.iter().map(|f| f.column.as_str()).collect();
-                keys.extend(username);
-                let mut updated = values.clone();
-                updated.extend(first.expire_field.as_deref().map(|e| (e, ParamKind::Int)));
-                s.upsert(&keys, &updated);
-                s.finish()
-            }
+            Shape::Upsert { maps, private } => self.upsert(maps, *private, 1, false),
+            Shape::Rows { base, rows } => match base.as_ref() {
+                Shape::Upsert { maps, private } => self.upsert(maps, *private, *rows, true),
+                Shape::Delete { map, private } => self.delete_rows(*map, *private, *rows),
+                other => unreachable!("{other:?} has no form for several rows"),
+            },
             Shape::UpdateAll { maps } => {
                 let first = &self.maps[maps[0]];
                 let mut s = self.text(first);
@@ -318,6 +294,83 @@ impl Queries {
                 s.finish()
             }
         }
+    }
+
+    /// `INSERT … VALUES (…)` of `rows` rows, updating the values of a row that exists;
+    /// `each_own`: the update takes each row's values (MySQL: `VALUES(v)`), not the
+    /// values bound again.
+    fn upsert(&self, maps: &[usize], private: bool, rows: usize, each_own: bool) -> String {
+        let first = &self.maps[maps[0]];
+        let mut s = self.text(first);
+        let values = self.first_values(maps);
+        let mut columns: Vec<&str> = values.iter().map(|(c, _)| *c).collect();
+        let username = first.username_field.as_deref().filter(|_| private);
+        columns.extend(username);
+        columns.extend(first.expire_field.as_deref());
+        columns.extend(first.fields.iter().map(|f| f.column.as_str()));
+        s.push("INSERT INTO ")
+            .push(&first.table)
+            .push(" (")
+            .push(&columns.join(","))
+            .push(") VALUES ");
+        for row in 0..rows {
+            s.push(if row == 0 { "(" } else { "),(" });
+            for (i, (column, kind)) in values.iter().enumerate() {
+                if i > 0 {
+                    s.push(",");
+                }
+                s.param(*kind, Some(column));
+            }
+            if let Some(u) = username {
+                s.push(",").param(ParamKind::Text, Some(u));
+            }
+            if let Some(e) = &first.expire_field {
+                s.push(",").param(ParamKind::Int, Some(e));
+            }
+            for f in &first.fields {
+                s.push(",").param(kind(f.value_type), Some(&f.column));
+            }
+        }
+        s.push(")");
+        let mut keys: Vec<&str> = first.fields.iter().map(|f| f.column.as_str()).collect();
+        keys.extend(username);
+        let mut updated = values.clone();
+        updated.extend(first.expire_field.as_deref().map(|e| (e, ParamKind::Int)));
+        s.upsert_rows(&keys, &updated, each_own);
+        s.finish()
+    }
+
+    /// `DELETE … WHERE (F1,…,U) IN ((?,…),…)`: the rows of `rows` single deletes (whose
+    /// WHERE compares the same columns, in the same order).
+    fn delete_rows(&self, map: usize, private: bool, rows: usize) -> String {
+        let map = &self.maps[map];
+        let mut s = self.text(map);
+        let mut columns: Vec<(&str, ParamKind)> = map
+            .fields
+            .iter()
+            .map(|f| (f.column.as_str(), kind(f.value_type)))
+            .collect();
+        if private {
+            columns.extend(map.username_field.as_deref().map(|u| (u, ParamKind::Text)));
+        }
+        let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
+        s.push("DELETE FROM ")
+            .push(&map.table)
+            .push(" WHERE (")
+            .push(&names.join(","))
+            .push(") IN (");
+        for row in 0..rows {
+            s.push(if row == 0 { "(" } else { ",(" });
+            for (i, (column, kind)) in columns.iter().enumerate() {
+                if i > 0 {
+                    s.push(",");
+                }
+                s.param(*kind, Some(column));
+            }
+            s.push(")");
+        }
+        s.push(")");
+        s.finish()
     }
 
     /// The columns a set of a map without variables writes: the value columns, then the
@@ -577,6 +630,38 @@ map {
         assert_eq!(
             &*q.sql(&Shape::Upsert { maps: vec![3], private: true }),
             "INSERT INTO userkv (value,username,name) VALUES ($1,$2,$3) ON CONFLICT (name,username) DO UPDATE SET value=excluded.value"
+        );
+    }
+
+    #[test]
+    fn several_rows() {
+        let rows = |base: Shape| Shape::Rows {
+            base: Box::new(base),
+            rows: 2,
+        };
+        let q = queries(Dialect::Mysql);
+        assert_eq!(
+            &*q.sql(&rows(Shape::Upsert { maps: vec![0, 1], private: true })),
+            "INSERT INTO quota (bytes,messages,username) VALUES (?,?,?),(?,?,?) ON DUPLICATE KEY UPDATE bytes=VALUES(bytes),messages=VALUES(messages)"
+        );
+        assert_eq!(
+            &*q.sql(&rows(Shape::Delete {
+                map: 3,
+                private: true
+            })),
+            "DELETE FROM userkv WHERE (name,username) IN ((?,?),(?,?))"
+        );
+        let q = queries(Dialect::Postgres);
+        assert_eq!(
+            &*q.sql(&rows(Shape::Upsert { maps: vec![2], private: false })),
+            "INSERT INTO kv (value,scope,name) VALUES ($1,$2,$3),($4,$5,$6) ON CONFLICT (scope,name) DO UPDATE SET value=excluded.value"
+        );
+        assert_eq!(
+            &*q.sql(&rows(Shape::Delete {
+                map: 2,
+                private: false
+            })),
+            "DELETE FROM kv WHERE (scope,name) IN (($1,$2),($3,$4))"
         );
     }
 

@@ -60,7 +60,11 @@ impl DictState {
                     }
                     retries += 1;
                 }
-                r => return r,
+                Ok(row) => {
+                    self.db.release(conn);
+                    return Ok(row);
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -93,7 +97,11 @@ impl DictState {
                     }
                 };
                 match next {
-                    None => return Ok(Some(sent)),
+                    None => {
+                        drop(rows);
+                        self.db.release(conn);
+                        return Ok(Some(sent));
+                    }
                     Some(Ok(cells)) => {
                         first = false;
                         if let Some(item) = row(cells) {

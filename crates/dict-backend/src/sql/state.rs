@@ -9,6 +9,7 @@ use dict_config::{SqlDriver, SqlMap};
 use tokio::time::{timeout_at, Instant};
 
 use super::dialect::Catalog;
+use super::group::GroupCommit;
 use super::pool::Db;
 use super::query::Queries;
 use super::types::DbError;
@@ -24,6 +25,8 @@ pub(super) struct DictState {
     pub map_file: PathBuf,
     pub maps: Arc<[SqlMap]>,
     pub db: Db,
+    /// Commits arriving while another is applied wait here and are applied together.
+    pub group: GroupCommit,
     /// Built on first use: PostgreSQL's statements depend on the column types.
     pub queries: tokio::sync::OnceCell<Arc<Queries>>,
     pub timeout: Duration,

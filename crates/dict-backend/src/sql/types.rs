@@ -11,6 +11,7 @@ use dict_config::{SqlMap, ValueType};
 
 use super::dialect::ColumnType;
 use super::param::{canonical_uuid, Param};
+use super::query::Shape;
 use crate::{DictError, ErrorKind};
 
 /// What PostgreSQL's client library says of text that isn't valid in the database's
@@ -138,6 +139,8 @@ pub(crate) enum Exec {
         sql: Arc<str>,
         params: Vec<Param>,
         count: bool,
+        /// An upsert or delete of one row that can join others of its shape in a batch.
+        fold: Option<Fold>,
     },
     /// Run `update`; if it touched no row, run `insert`.
     UpdateElseInsert {
@@ -149,6 +152,26 @@ pub(crate) enum Exec {
     /// An increment that can't change its row (its diffs add up to 0) where the database
     /// counts changed rows, not matched ones (MySQL, as Dovecot uses it): NOTFOUND.
     Unchanged,
+}
+
+/// How a one-row statement joins others of the same shape into one statement for many
+/// rows ([`Shape::Rows`]) when commits are applied together.
+#[derive(Debug, Clone)]
+pub(crate) struct Fold {
+    /// The one-row shape.
+    pub base: Shape,
+    /// The leading parameters that make the row (MySQL's upsert binds the values again
+    /// after them).
+    pub row: usize,
+    /// Positions in the row of the key columns: rows with the same key are the same row.
+    pub key: Vec<usize>,
+}
+
+impl Fold {
+    /// The row's key values, of the statement's `params`.
+    pub fn key_of<'p>(&self, params: &'p [Param]) -> Vec<&'p Param> {
+        self.key.iter().map(|&i| &params[i]).collect()
+    }
 }
 
 impl Exec {

@@ -107,7 +107,9 @@ macro_rules! run_steps {
             let mut missing = false;
             for step in $steps {
                 match step {
-                    Exec::Run { sql, params, count } => {
+                    Exec::Run {
+                        sql, params, count, ..
+                    } => {
                         let done = query::<$db>(sql, params)?.execute(&mut *$exec).await?;
                         if *count && done.rows_affected() == 0 {
                             missing = true;
@@ -178,6 +180,7 @@ impl Conn {
             sql,
             params,
             count: false,
+            ..
         }] = steps
         {
             if !matches!(self, Conn::Sqlite(_)) {
@@ -197,6 +200,49 @@ impl Conn {
             };
             *phase = Phase::Statements;
             let missing = run_steps!(DB, tx, steps).await?;
+            *phase = Phase::Committing;
+            tx.commit().await?;
+            Ok(missing)
+        })
+    }
+
+    /// A batch of several dict commits' statements (MySQL, PostgreSQL; see
+    /// [`batch`](super::batch)), each with the commit its NOTFOUND counts for, in one
+    /// transaction. Returns for each of the `commits` whether a counted statement touched
+    /// no row. One statement that counts nothing runs alone, without BEGIN/COMMIT (it is
+    /// atomic by itself). `phase` says how far it got when this fails or is cancelled.
+    pub async fn batch(
+        &mut self,
+        statements: &[(Exec, usize)],
+        commits: usize,
+        phase: &mut Phase,
+    ) -> Result<Vec<bool>, DbError> {
+        *phase = Phase::Begin;
+        let mut missing = vec![false; commits];
+        if let [(
+            Exec::Run {
+                sql,
+                params,
+                count: false,
+                ..
+            },
+            _,
+        )] = statements
+        {
+            *phase = Phase::Repeatable;
+            with_conn!(self, DB, c => {
+                query::<DB>(sql, params)?.execute(&mut **c).await?;
+            });
+            return Ok(missing);
+        }
+        with_conn!(self, DB, c => {
+            let mut tx = Connection::begin(&mut **c).await?;
+            *phase = Phase::Statements;
+            for (step, commit) in statements {
+                if run_steps!(DB, tx, std::slice::from_ref(step)).await? {
+                    missing[*commit] = true;
+                }
+            }
             *phase = Phase::Committing;
             tx.commit().await?;
             Ok(missing)
