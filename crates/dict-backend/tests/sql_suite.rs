@@ -38,6 +38,9 @@ struct Env {
     _dir: Option<tempfile::TempDir>,
 }
 
+#[path = "sql_suite/lookup_batches.rs"]
+mod lookup_batches;
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 fn env_var(name: &str) -> Option<String> {
@@ -362,6 +365,11 @@ impl Env {
         })
     }
 
+    /// SQLite: the directory of the database file.
+    fn dir(&self) -> &std::path::Path {
+        self._dir.as_ref().expect("an SQLite test").path()
+    }
+
     fn t(&self, table: &str) -> String {
         format!("{}{table}", self.prefix)
     }
@@ -639,9 +647,14 @@ suite!(
     text_is_stored_as_sent_or_refused,
     exact_key_with_recurse_reads_the_first_map,
     increments_of_null_columns,
+    concurrent_lookups_answer_as_alone,
+    a_refused_lookup_fails_alone_in_its_batch,
 );
 
 mod cases {
+    pub use super::lookup_batches::{
+        a_refused_lookup_fails_alone_in_its_batch, concurrent_lookups_answer_as_alone,
+    };
     use super::*;
 
     /// Text that isn't UTF-8: SQLite stores it as TEXT with the same bytes (as Dovecot

@@ -18,6 +18,7 @@
 //! * [`pool`]: the pools of a dict, failover between hosts.
 //! * [`state`]: what one dict's operations share (maps, pools, statements, timeout).
 //! * [`read`]: reads retried on a fresh connection; rows streamed into a channel.
+//! * [`lookup`]: lookups of one map arriving together sent as one statement.
 //! * [`expire`]: `expire_field` time and the scan deleting expired rows.
 //! * [`iterate`]: iteration planning (one query per matching map) and its rows.
 //! * [`scan`]: every user's values of one `priv/` key, for exports.
@@ -59,6 +60,7 @@ mod dialect;
 mod expire;
 mod group;
 mod iterate;
+mod lookup;
 mod outcome;
 mod param;
 mod pattern;
@@ -82,9 +84,10 @@ use futures::stream::BoxStream;
 use crate::{CommitResult, Dict, DictError, IterRow, IterateOptions, Transaction, UserValues};
 
 use dialect::{Catalog, Dialect};
+pub use lookup::LookupCounts;
 use param::{find_map, has_non_utf8, is_private, key_params, Param};
 use pool::{Db, SqliteSettings};
-use query::{Queries, Shape};
+use query::Queries;
 use read::spawn_rows;
 use state::DictState;
 use types::row_values;
@@ -149,12 +152,14 @@ impl SqlDict {
                 }
                 _ => e.context(format_args!("{}: ", map_file.connect_origin)),
             })?;
+        let map_count = map_file.maps.len();
         let state = DictState {
             driver,
             map_file: map_file.path,
             maps: Arc::from(map_file.maps),
             db,
             group: group::GroupCommit::new(timeout),
+            lookups: lookup::LookupBatcher::new(map_count),
             queries: tokio::sync::OnceCell::new(),
             timeout,
         };
@@ -182,6 +187,12 @@ impl SqlDict {
     /// The SQL driver this dict uses.
     pub fn driver(&self) -> SqlDriver {
         self.state.driver
+    }
+
+    /// Lookup statements this dict sent to MySQL/PostgreSQL, and the lookups that
+    /// shared one (for tests and diagnostics).
+    pub fn lookup_counts(&self) -> LookupCounts {
+        self.state.lookups.counts()
     }
 
     /// Closes the pools; later operations fail.
@@ -220,13 +231,13 @@ impl Dict for SqlDict {
             return Err(DictError::refused(types::NOT_UTF8));
         }
         let deadline = state.deadline();
-        let row = async {
-            let queries = state.queries(deadline).await?;
-            let sql = queries.sql(&Shape::Lookup { map: m, private });
-            state.read_first(&sql, &params, deadline).await
-        }
-        .await
-        .map_err(|e| e.context("dict sql lookup failed: "))?;
+        let queries = state
+            .queries(deadline)
+            .await
+            .map_err(|e| e.context("dict sql lookup failed: "))?;
+        let row = state
+            .lookup_row(&queries, m, private, params, deadline)
+            .await?;
         Ok(row.map(|cells| row_values(map, &mut cells.into_iter())))
     }
 

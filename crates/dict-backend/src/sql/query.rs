@@ -53,6 +53,14 @@ pub(crate) enum Shape {
         map: usize,
         private: bool,
     },
+    /// `lookups` lookups of one map as one statement: each its own `Lookup` as a
+    /// branch `(SELECT <i>, … LIMIT 1)` of a `UNION ALL`, `i` telling whose row it is.
+    /// The parameters are those of each lookup in turn.
+    LookupBatch {
+        map: usize,
+        private: bool,
+        lookups: usize,
+    },
     Delete {
         map: usize,
         private: bool,
@@ -138,14 +146,33 @@ impl Queries {
                 let map = &self.maps[*map];
                 let mut s = self.text(map);
                 s.push("SELECT ");
-                self.select_values(&mut s, map);
-                s.push(" FROM ").push(&map.table);
-                let wrote =
-                    self.where_clause(&mut s, map, map.fields.len(), IterMode::Exact, *private);
-                self.unexpired(&mut s, map, !wrote);
+                self.lookup_rest(&mut s, map, *private);
                 if map.fields.is_empty() && !private {
                     // The first row the database returns is the value.
                     s.push(" LIMIT 1");
+                }
+                s.finish()
+            }
+            Shape::LookupBatch {
+                map,
+                private,
+                lookups,
+            } => {
+                let map = &self.maps[*map];
+                let mut s = self.text(map);
+                for i in 0..*lookups {
+                    // Each branch is the single lookup, so the database compares keys
+                    // exactly as there (collations, trailing spaces); a lookup takes the
+                    // first row, so one row per branch is enough.
+                    s.push(if i == 0 {
+                        "(SELECT "
+                    } else {
+                        " UNION ALL (SELECT "
+                    })
+                    .push(&i.to_string())
+                    .push(",");
+                    self.lookup_rest(&mut s, map, *private);
+                    s.push(" LIMIT 1)");
                 }
                 s.finish()
             }
@@ -294,6 +321,14 @@ impl Queries {
                 s.finish()
             }
         }
+    }
+
+    /// A lookup's statement after `SELECT `: the value columns, FROM, WHERE.
+    fn lookup_rest(&self, s: &mut SqlText<'_>, map: &SqlMap, private: bool) {
+        self.select_values(s, map);
+        s.push(" FROM ").push(&map.table);
+        let wrote = self.where_clause(s, map, map.fields.len(), IterMode::Exact, private);
+        self.unexpired(s, map, !wrote);
     }
 
     /// `INSERT … VALUES (…)` of `rows` rows, updating the values of a row that exists;
@@ -592,6 +627,29 @@ map {
                 private: false
             }),
             "SELECT CAST(value AS text) AS c0 FROM kv WHERE scope = $1 AND name = $2"
+        );
+    }
+
+    #[test]
+    fn lookup_batches() {
+        let batch = |map, private| Shape::LookupBatch {
+            map,
+            private,
+            lookups: 2,
+        };
+        let q = queries(Dialect::Mysql);
+        assert_eq!(
+            &*q.sql(&batch(2, false)),
+            "(SELECT 0,value FROM kv WHERE scope = ? AND name = ? LIMIT 1) UNION ALL (SELECT 1,value FROM kv WHERE scope = ? AND name = ? LIMIT 1)"
+        );
+        assert_eq!(
+            &*q.sql(&batch(5, false)),
+            "(SELECT 0,v FROM single LIMIT 1) UNION ALL (SELECT 1,v FROM single LIMIT 1)"
+        );
+        let q = queries(Dialect::Postgres);
+        assert_eq!(
+            &*q.sql(&batch(4, true)),
+            "(SELECT 0,CAST(bytes AS text) AS c0,CAST(messages AS text) AS c1 FROM quota WHERE username = $1 LIMIT 1) UNION ALL (SELECT 1,CAST(bytes AS text) AS c0,CAST(messages AS text) AS c1 FROM quota WHERE username = $2 LIMIT 1)"
         );
     }
 

@@ -2,7 +2,7 @@
 //! first row of a lookup, and the rows of an iteration or scan streamed into a channel.
 
 use futures::channel::mpsc;
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use futures::SinkExt;
 use tokio::time::{timeout_at, Instant};
 
@@ -45,10 +45,32 @@ impl DictState {
         if let Some(lookups) = self.db.sqlite_lookups() {
             return lookups.first_row(sql, params);
         }
+        let rows = self.read_rows(sql, params, deadline, false).await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// The rows of a read (`all`: every row, else only the first), retried on a fresh
+    /// connection when the connection (not the statement) failed. MySQL and PostgreSQL.
+    pub async fn read_rows(
+        &self,
+        sql: &str,
+        params: &[Param],
+        deadline: Instant,
+        all: bool,
+    ) -> Result<Vec<Vec<Cell>>, DbError> {
         let mut retries = 0;
         loop {
             let mut conn = self.db.acquire(false, deadline).await?;
-            let result = match timeout_at(deadline, conn.fetch_first(sql, params)).await {
+            let read = async {
+                if all {
+                    conn.fetch(sql, params).try_collect().await
+                } else {
+                    conn.fetch_first(sql, params)
+                        .await
+                        .map(|row| row.into_iter().collect())
+                }
+            };
+            let result = match timeout_at(deadline, read).await {
                 Ok(r) => r,
                 Err(_) => Err(DbError::Timeout(self.timeout)),
             };
@@ -60,9 +82,9 @@ impl DictState {
                     }
                     retries += 1;
                 }
-                Ok(row) => {
+                Ok(rows) => {
                     self.db.release(conn);
-                    return Ok(row);
+                    return Ok(rows);
                 }
                 Err(e) => return Err(e),
             }

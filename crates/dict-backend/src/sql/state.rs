@@ -10,6 +10,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::dialect::Catalog;
 use super::group::GroupCommit;
+use super::lookup::LookupBatcher;
 use super::pool::Db;
 use super::query::Queries;
 use super::types::DbError;
@@ -27,6 +28,9 @@ pub(super) struct DictState {
     pub db: Db,
     /// Commits arriving while another is applied wait here and are applied together.
     pub group: GroupCommit,
+    /// Lookups arriving while another of their map is in flight wait here and go out
+    /// together (MySQL, PostgreSQL).
+    pub lookups: LookupBatcher,
     /// Built on first use: PostgreSQL's statements depend on the column types.
     pub queries: tokio::sync::OnceCell<Arc<Queries>>,
     pub timeout: Duration,
