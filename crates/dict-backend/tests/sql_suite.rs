@@ -649,11 +649,13 @@ suite!(
     increments_of_null_columns,
     concurrent_lookups_answer_as_alone,
     a_refused_lookup_fails_alone_in_its_batch,
+    queued_lookups_time_out_by_their_deadline,
 );
 
 mod cases {
     pub use super::lookup_batches::{
         a_refused_lookup_fails_alone_in_its_batch, concurrent_lookups_answer_as_alone,
+        queued_lookups_time_out_by_their_deadline,
     };
     use super::*;
 

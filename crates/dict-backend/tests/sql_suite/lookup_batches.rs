@@ -54,6 +54,10 @@ impl ReadLock {
 
 /// A dict on the test's database with `maps` (map blocks, tables already prefixed).
 async fn dict_with(env: &Env, maps: &str) -> SqlDict {
+    dict_timing_out(env, maps, SqlOptions::default().timeout).await
+}
+
+async fn dict_timing_out(env: &Env, maps: &str, timeout: Duration) -> SqlDict {
     let (driver, connect) = match env.kind {
         Kind::Sqlite => (
             SqlDriver::Sqlite,
@@ -64,9 +68,11 @@ async fn dict_with(env: &Env, maps: &str) -> SqlDict {
     };
     let text = format!("connect = {connect}\n{maps}");
     let file = SqlMapFile::parse_str(driver, &text, "/test/lookups.conf.ext").unwrap();
-    SqlDict::connect(driver, file, SqlOptions::default())
-        .await
-        .unwrap()
+    let options = SqlOptions {
+        timeout,
+        ..SqlOptions::default()
+    };
+    SqlDict::connect(driver, file, options).await.unwrap()
 }
 
 type Answer = Result<Option<Vec<Vec<u8>>>, String>;
@@ -343,4 +349,44 @@ pub async fn a_refused_lookup_fails_alone_in_its_batch(env: &Env) {
     }
     dict.close().await;
     env.exec(&format!("DROP TABLE {p}odd")).await;
+}
+
+/// Lookups queued behind one that the database holds past the dict's timeout each
+/// answer with a timeout by their own deadline; the next ones are answered again.
+pub async fn queued_lookups_time_out_by_their_deadline(env: &Env) {
+    let p = &env.prefix;
+    let maps = format!(
+        "map {{\n pattern = shared/kv/$scope/$name\n table = {p}kv\n value_field = value\n fields {{\n  scope = $scope\n  name = $name\n }}\n}}\n"
+    );
+    let timeout = Duration::from_millis(1000);
+    let dict = dict_timing_out(env, &maps, timeout).await;
+    assert_eq!(lookup(&dict, b"shared/kv/s/k0", b"").await, Ok(None));
+    let lock = ReadLock::take(env, &["kv"]).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let dict = dict.clone();
+        tasks.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let key = format!("shared/kv/s/k{i}");
+            let answer = lookup(&dict, key.as_bytes(), b"").await;
+            (answer, started.elapsed())
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for t in tasks {
+        let (answer, took) = t.await.unwrap();
+        match env.kind {
+            Kind::Sqlite => assert_eq!(answer, Ok(None)),
+            _ => {
+                // Timed out in the database, or waiting for a connection there.
+                let e = answer.unwrap_err();
+                assert!(e.starts_with("dict sql lookup failed: timed out "), "{e}");
+                // By its deadline (a loaded machine may wake the task late).
+                assert!(took < timeout + Duration::from_millis(700), "{took:?}");
+            }
+        }
+    }
+    lock.release().await;
+    assert_eq!(lookup(&dict, b"shared/kv/s/k1", b"").await, Ok(None));
+    dict.close().await;
 }
