@@ -1,8 +1,8 @@
 //! Lookups across connections (MySQL, PostgreSQL): a lookup whose map has no lookup in
 //! flight runs at once, alone, as its own statement. Lookups of the same map (and `priv/`
-//! or not) arriving while one is in flight queue up; when it finishes, one of them takes
-//! the queue (up to [`MAX_BATCH`]) and sends it as one statement, a `UNION ALL` of each
-//! lookup's own statement tagged with its place (see
+//! or not) arriving while one is in flight queue up ([`lookup_queue`](super::lookup_queue));
+//! when it finishes, one of them takes the queue (up to 64) and sends it as one statement,
+//! a `UNION ALL` of each lookup's own statement tagged with its place (see
 //! [`Shape::LookupBatch`](super::query::Shape::LookupBatch)). The database compares each
 //! branch's keys as in the single statement, so collations and PAD SPACE decide exactly
 //! as there; rows are handed back by tag, never by comparing keys here.
@@ -14,119 +14,15 @@
 //! batch was dropped (its leader's caller went away) runs alone. SQLite keeps its own
 //! lookup path ([`sqlite_read`](super::sqlite_read)).
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use tokio::sync::{oneshot, Semaphore};
 use tokio::time::Instant;
 
+use super::lookup_queue::{Answer, Reply, Waiting};
 use super::param::Param;
 use super::query::{Queries, Shape};
 use super::state::DictState;
 use super::types::{Cell, DbError};
-use crate::DictError;
-
-/// Lookups in one statement at most.
-const MAX_BATCH: usize = 64;
-/// Bound values in one statement at most (PostgreSQL and MySQL allow 65535).
-const MAX_PARAMS: usize = 16_384;
-
-const QUEUED: u8 = 0;
-const TAKEN: u8 = 1;
-const CANCELLED: u8 = 2;
-
-/// A lookup's answer: its first row, or the dict's error.
-pub(crate) type Answer = Result<Option<Vec<Cell>>, DictError>;
-
-/// What a queued lookup is told.
-enum Reply {
-    Done(Answer),
-    /// Its batch failed in a way that one lookup alone may not: run it alone.
-    Alone,
-}
-
-/// A queued lookup.
-struct Waiting {
-    params: Arc<Vec<Param>>,
-    deadline: Instant,
-    state: Arc<AtomicU8>,
-    done: oneshot::Sender<Reply>,
-}
-
-/// The lookups of one statement shape: the queue and the one runner.
-#[derive(Debug)]
-struct Lane {
-    queue: Mutex<VecDeque<Waiting>>,
-    /// Held by the lookup or batch in flight.
-    runner: Semaphore,
-}
-
-impl std::fmt::Debug for Waiting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Waiting")
-            .field("params", &self.params.len())
-            .finish()
-    }
-}
-
-/// Statements and lookups counted by a dict's batcher.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LookupCounts {
-    /// Lookup statements sent (a batch counts once; SQLite is not counted).
-    pub statements: u64,
-    /// Lookups answered by a statement of several lookups.
-    pub batched: u64,
-}
-
-/// The lookup queues of a dict: one lane per map, `shared/` and `priv/`.
-#[derive(Debug)]
-pub(crate) struct LookupBatcher {
-    lanes: Vec<[Lane; 2]>,
-    statements: AtomicU64,
-    batched: AtomicU64,
-}
-
-impl LookupBatcher {
-    pub fn new(maps: usize) -> LookupBatcher {
-        let lane = || Lane {
-            queue: Mutex::new(VecDeque::new()),
-            runner: Semaphore::new(1),
-        };
-        LookupBatcher {
-            lanes: (0..maps).map(|_| [lane(), lane()]).collect(),
-            statements: AtomicU64::new(0),
-            batched: AtomicU64::new(0),
-        }
-    }
-
-    pub fn counts(&self) -> LookupCounts {
-        LookupCounts {
-            statements: self.statements.load(Ordering::Relaxed),
-            batched: self.batched.load(Ordering::Relaxed),
-        }
-    }
-}
-
-impl Lane {
-    /// The queued lookups, oldest first, as many as one statement takes; those whose
-    /// caller gave up are dropped.
-    fn take(&self, params_each: usize) -> Vec<Waiting> {
-        let most = (MAX_PARAMS / params_each.max(1)).clamp(1, MAX_BATCH);
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut batch = Vec::new();
-        while batch.len() < most {
-            let Some(w) = queue.pop_front() else { break };
-            if w.state
-                .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                batch.push(w);
-            }
-        }
-        batch
-    }
-}
 
 impl DictState {
     /// The first row of a lookup of map `map` (`private`: a `priv/` key), batched with
@@ -143,44 +39,31 @@ impl DictState {
         if self.db.sqlite_lookups().is_some() {
             return self.lookup_alone(queries, &shape, &params, deadline).await;
         }
-        let lane = &self.lookups.lanes[map][usize::from(private)];
-        if let Ok(_running) = lane.runner.try_acquire() {
+        let lane = self.lookups.lane(map, private);
+        if let Some(_running) = lane.try_run() {
             // Nothing of this shape in flight: at once, no hand-off.
             return self.lookup_alone(queries, &shape, &params, deadline).await;
         }
-        let state = Arc::new(AtomicU8::new(QUEUED));
-        let (done, mut reply) = oneshot::channel();
         // Shared with the queue: the lookup may have to run alone after all.
         let params = Arc::new(params);
-        lane.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push_back(Waiting {
-                params: params.clone(),
-                deadline,
-                state: state.clone(),
-                done,
-            });
+        let mut queued = lane.enqueue(params.clone(), deadline);
         let mut expired = false;
         let got = loop {
             tokio::select! {
                 biased;
-                got = &mut reply => break got,
-                running = lane.runner.acquire(), if !expired => {
+                got = &mut queued.reply => break got,
+                running = lane.run(), if !expired => {
                     let batch = lane.take(params.len());
                     if batch.is_empty() {
                         // An earlier runner took ours.
                         drop(running);
-                        break (&mut reply).await;
+                        break (&mut queued.reply).await;
                     }
                     self.run_batch(queries, map, private, batch).await;
                 }
                 () = tokio::time::sleep_until(deadline), if !expired => {
                     expired = true;
-                    let took_back = state
-                        .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok();
-                    if took_back {
+                    if queued.take_back() {
                         return Err(DbError::Timeout(self.timeout).context(LOOKUP_FAILED));
                     }
                     // Taken: its batch ends by its earliest deadline, not later than ours.
@@ -211,7 +94,7 @@ impl DictState {
             let answer = self
                 .lookup_alone(queries, &shape, &w.params, deadline)
                 .await;
-            let _ = w.done.send(Reply::Done(answer));
+            w.reply(Reply::Done(answer));
             return;
         }
         // Padded to a power of two with copies of the last lookup (their rows are not
@@ -231,8 +114,7 @@ impl DictState {
         {
             params.extend(w.iter().cloned());
         }
-        self.lookups.statements.fetch_add(1, Ordering::Relaxed);
-        self.lookups.batched.fetch_add(n as u64, Ordering::Relaxed);
+        self.lookups.sent(n);
         tracing::trace!(lookups = n, "sql lookup batch");
         match self.read_rows(&sql, &params, deadline, true).await {
             Ok(rows) => {
@@ -250,7 +132,7 @@ impl DictState {
                     }
                 }
                 for (w, answer) in batch.into_iter().zip(answers) {
-                    let _ = w.done.send(Reply::Done(Ok(answer)));
+                    w.reply(Reply::Done(Ok(answer)));
                 }
             }
             Err(e @ DbError::Timeout(_)) => {
@@ -263,14 +145,14 @@ impl DictState {
                     } else {
                         Reply::Alone
                     };
-                    let _ = w.done.send(reply);
+                    w.reply(reply);
                 }
             }
             // Past its retries on fresh connections: each alone would fail the same way.
             Err(e) if e.is_connection() => {
                 let error = e.context(LOOKUP_FAILED);
                 for w in batch {
-                    let _ = w.done.send(Reply::Done(Err(error.clone())));
+                    w.reply(Reply::Done(Err(error.clone())));
                 }
             }
             // Refused (a statement error, a value it can't read): maybe for one lookup
@@ -278,7 +160,7 @@ impl DictState {
             Err(e) => {
                 tracing::debug!(lookups = n, error = %e, "sql lookup batch refused, each lookup runs alone");
                 for w in batch {
-                    let _ = w.done.send(Reply::Alone);
+                    w.reply(Reply::Alone);
                 }
             }
         }
@@ -293,7 +175,7 @@ impl DictState {
         deadline: Instant,
     ) -> Answer {
         if self.db.sqlite_lookups().is_none() {
-            self.lookups.statements.fetch_add(1, Ordering::Relaxed);
+            self.lookups.sent(1);
         }
         let sql = queries.sql(shape);
         self.read_first(&sql, params, deadline)

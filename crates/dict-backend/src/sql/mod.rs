@@ -14,6 +14,7 @@
 //!   database (`db/{sqlite,mysql,postgres}.rs`) for binding values and decoding cells.
 //! * [`schema`]: reading table definitions from each database's catalog.
 //! * [`sqlite_read`]: SQLite lookups on the calling thread (no sqlx worker-thread hop).
+//! * [`lookup_queue`]: the queues of lookups waiting to go out together.
 //! * [`group`]: SQLite's group commit (commits queued together share one transaction).
 //! * [`pool`]: the pools of a dict, failover between hosts.
 //! * [`state`]: what one dict's operations share (maps, pools, statements, timeout).
@@ -61,6 +62,7 @@ mod expire;
 mod group;
 mod iterate;
 mod lookup;
+mod lookup_queue;
 mod outcome;
 mod param;
 mod pattern;
@@ -84,7 +86,7 @@ use futures::stream::BoxStream;
 use crate::{CommitResult, Dict, DictError, IterRow, IterateOptions, Transaction, UserValues};
 
 use dialect::{Catalog, Dialect};
-pub use lookup::LookupCounts;
+pub use lookup_queue::LookupCounts;
 use param::{find_map, has_non_utf8, is_private, key_params, Param};
 use pool::{Db, SqliteSettings};
 use query::Queries;
@@ -159,7 +161,7 @@ impl SqlDict {
             maps: Arc::from(map_file.maps),
             db,
             group: group::GroupCommit::new(timeout),
-            lookups: lookup::LookupBatcher::new(map_count),
+            lookups: lookup_queue::LookupBatcher::new(map_count),
             queries: tokio::sync::OnceCell::new(),
             timeout,
         };

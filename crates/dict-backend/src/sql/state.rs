@@ -10,7 +10,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::dialect::Catalog;
 use super::group::GroupCommit;
-use super::lookup::LookupBatcher;
+use super::lookup_queue::LookupBatcher;
 use super::pool::Db;
 use super::query::Queries;
 use super::types::DbError;
