@@ -294,7 +294,8 @@ impl Connection {
                 ctx,
                 done,
             } => {
-                let reply = command::lookup::lookup(dict(), key, username, ctx, done);
+                let inline = self.replies.polls_next_push();
+                let reply = command::lookup::lookup(dict(), key, username, ctx, done, inline);
                 self.replies.push(reply);
             }
             Action::Iterate {
