@@ -294,8 +294,7 @@ impl Connection {
                 ctx,
                 done,
             } => {
-                let inline = self.replies.polls_next_push();
-                let reply = command::lookup::lookup(dict(), key, username, ctx, done, inline);
+                let reply = command::lookup::lookup(dict(), key, username, ctx, done);
                 self.replies.push(reply);
             }
             Action::Iterate {

@@ -41,15 +41,6 @@ impl ReplyQueue {
         self.len() == 0
     }
 
-    /// True when a reply pushed now is polled from the start: every reply is when they
-    /// are unordered, only the oldest one when they are ordered.
-    pub fn polls_next_push(&self) -> bool {
-        match self {
-            ReplyQueue::Ordered(q) => q.is_empty(),
-            ReplyQueue::Unordered(_) => true,
-        }
-    }
-
     /// Adds the reply of a newly read command.
     pub fn push(&mut self, reply: PendingReply) {
         match self {

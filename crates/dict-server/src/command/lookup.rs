@@ -11,21 +11,20 @@ use tokio_util::task::AbortOnDropHandle;
 use super::{BarrierOpener, ReplyContext};
 use crate::reply_queue::PendingReply;
 
-/// Starts the lookup of `key` for `username`; returns its reply. `done` opens when the
-/// answer is known. `inline`: the reply queue polls this reply from now on, so the lookup
-/// runs inside it; otherwise (an ordered queue with replies ahead, which polls only its
-/// oldest) it runs in a task of its own, so it starts while earlier replies are queued.
-/// Inline saves a task and the wake-up of another worker thread per lookup.
+/// Starts the lookup of `key` for `username` now (in a task of its own, so it runs while
+/// earlier replies are still queued); returns its reply. `done` opens when the answer is
+/// known. A task even when nothing is queued: the connection stops polling its replies
+/// while it waits to write to a client that doesn't read, and a SQL lookup may be running
+/// a batch for other connections' lookups, which must not wait for that client.
 pub fn lookup(
     dict: Arc<dyn Dict>,
     key: Vec<u8>,
     username: Vec<u8>,
     ctx: ReplyContext,
     done: BarrierOpener,
-    inline: bool,
 ) -> PendingReply {
     let async_id = ctx.async_id;
-    let reply = async move {
+    let task = tokio::spawn(async move {
         let work = async {
             ctx.wait_for_commits().await;
             dict.lookup(&key, &username).await
@@ -44,12 +43,9 @@ pub fn lookup(
             reply: Reply::Lookup(reply),
             timings: Some(ctx.timings()),
         }
-    };
-    if inline {
-        return stream::once(reply).boxed();
-    }
+    });
     // Dropped with the connection: a lookup nobody will read is not finished.
-    let task = AbortOnDropHandle::new(tokio::spawn(reply));
+    let task = AbortOnDropHandle::new(task);
     stream::once(async move {
         task.await.unwrap_or_else(|e| ServerLine::Reply {
             async_id,
