@@ -476,6 +476,24 @@ pub fn scratch() -> PathBuf {
     dir
 }
 
+/// Runs a command with `stdin` (nothing: the parent's stdin) and collects its output.
+pub fn output_with_stdin(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
+    let Some(input) = stdin else {
+        return cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    };
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Runs a command and panics with its output unless it succeeds.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::{repo_dir, run_ok, scratch, DictServer};
+use crate::{output_with_stdin, repo_dir, run_ok, scratch, DictServer};
 
 /// A private mail instance whose quota_clone writes to `server`.
 pub struct MailEnv {
@@ -40,25 +40,7 @@ impl MailEnv {
     pub fn doveadm(&self, args: &[&str], stdin: Option<String>) -> String {
         let mut cmd = Command::new("doveadm");
         cmd.arg("-c").arg(&self.conf).args(args);
-        let out = match stdin {
-            Some(input) => {
-                use std::io::Write;
-                let mut child = cmd
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(input.as_bytes())
-                    .unwrap();
-                child.wait_with_output().unwrap()
-            }
-            None => cmd.output().unwrap(),
-        };
+        let out = output_with_stdin(&mut cmd, stdin.as_deref().map(str::as_bytes));
         assert!(
             out.status.success(),
             "doveadm {args:?}: {}",

@@ -11,14 +11,14 @@
 //!   the host's 2.3 `doveconf`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dict_tests::raw_cases::{self, raw_exchange, RAW_CASES};
 use dict_tests::{
-    doveadm, repo_dir, run_ok, server_binary, service_env, unique, Backend, DictServer, Doveadm,
-    MAPS24,
+    doveadm, output_with_stdin, repo_dir, run_ok, server_binary, service_env, unique, Backend,
+    DictServer, Doveadm, MAPS24,
 };
 
 /// The chroot, built (or found in the cache) once per test process.
@@ -104,25 +104,7 @@ fn doveadm24(conf: &str, args: &[&str], stdin: Option<&str>) -> Doveadm {
         .arg("-c")
         .arg(conf)
         .args(args);
-    let out: Output = match stdin {
-        Some(input) => {
-            use std::io::Write;
-            let mut child = cmd
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-            child.wait_with_output().unwrap()
-        }
-        None => cmd.output().unwrap(),
-    };
+    let out = output_with_stdin(&mut cmd, stdin.map(str::as_bytes));
     Doveadm {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),

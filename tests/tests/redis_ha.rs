@@ -98,15 +98,21 @@ fn failover_under_load(
     );
 }
 
-#[test]
-fn sentinel_master_killed_under_load_loses_no_acknowledged_commit() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let old = sentinel_master().expect("the sentinels name a master");
+/// The master the sentinels name, once its replica is connected.
+fn sentinel_master_with_replica() -> u16 {
+    let master = sentinel_master().expect("the sentinels name a master");
     wait_until(
         "the master has its replica",
         Duration::from_secs(20),
-        || connected_replicas(old) == 1,
+        || connected_replicas(master) == 1,
     );
+    master
+}
+
+#[test]
+fn sentinel_master_killed_under_load_loses_no_acknowledged_commit() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let old = sentinel_master_with_replica();
     let server = sentinel_server();
     failover_under_load(
         "redis sentinel: master SIGKILL",
@@ -148,12 +154,7 @@ fn sentinel_master_killed_under_load_loses_no_acknowledged_commit() {
 #[test]
 fn sentinel_switchover_under_load_loses_no_acknowledged_commit() {
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let old = sentinel_master().expect("the sentinels name a master");
-    wait_until(
-        "the master has its replica",
-        Duration::from_secs(20),
-        || connected_replicas(old) == 1,
-    );
+    let old = sentinel_master_with_replica();
     let server = sentinel_server();
     failover_under_load(
         "redis sentinel: SENTINEL FAILOVER",

@@ -98,6 +98,17 @@ impl Mail {
             .doveadm(&["save", "-u", USER, "-m", "INBOX"], Some(msg));
         self.env.usage(USER)
     }
+
+    /// Saves one more message and checks the quota row quota_clone wrote on `on`.
+    fn save_and_check(&mut self, shape: &Shape, on: &str, server: &DictServer, when: &str) {
+        let usage = self.save();
+        assert_eq!(
+            shape.quota(on),
+            usage,
+            "quota_clone {when}: {}",
+            server.log()
+        );
+    }
 }
 
 fn server(backend: Backend, shape: &Shape) -> DictServer {
@@ -129,35 +140,51 @@ fn failover_time(report: &LoadReport, fault: Instant) -> Duration {
         .expect("commits acknowledged after the fault")
 }
 
+/// A shape with our server on it: quota_clone's row checked on server A, then a second of
+/// load before the fault.
+struct UnderLoad {
+    shape: Shape,
+    server: DictServer,
+    mail: Mail,
+    scope: String,
+    load: Load,
+}
+
+impl UnderLoad {
+    fn start(kind: &'static str, backend: Backend) -> UnderLoad {
+        let shape = Shape::start(kind);
+        let server = server(backend, &shape);
+        let mut mail = Mail::start(&server, kind);
+        mail.save_and_check(&shape, "A", &server, "before the failover");
+        let scope = unique("ha");
+        let load = Load::start(&server, &scope, LoadShape::default());
+        std::thread::sleep(Duration::from_secs(1));
+        UnderLoad {
+            shape,
+            server,
+            mail,
+            scope,
+            load,
+        }
+    }
+}
+
 #[test]
 fn mariadb_two_hosts_fail_over_to_the_second_under_load() {
-    let shape = Shape::start("mysql");
-    let server = server(Backend::Mysql, &shape);
-    let mut mail = Mail::start(&server, "mysql");
-    let usage = mail.save();
-    assert_eq!(
-        shape.quota("A"),
-        usage,
-        "quota_clone before the failover: {}",
-        server.log()
-    );
-
-    let scope = unique("ha");
-    let load = Load::start(&server, &scope, LoadShape::default());
-    std::thread::sleep(Duration::from_secs(1));
+    let UnderLoad {
+        shape,
+        server,
+        mut mail,
+        scope,
+        load,
+    } = UnderLoad::start("mysql", Backend::Mysql);
     let fault = Instant::now();
     shape.ctl("kill-a");
     std::thread::sleep(Duration::from_secs(2));
     let report = load.finish();
 
     // quota_clone writes whole values: the second server gets the user's full usage
-    let usage = mail.save();
-    assert_eq!(
-        shape.quota("B"),
-        usage,
-        "quota_clone after the failover: {}",
-        server.log()
-    );
+    mail.save_and_check(&shape, "B", &server, "after the failover");
 
     // Server A comes back with what it had acknowledged; the dict stays on B.
     shape.ctl("start-a");
@@ -202,20 +229,13 @@ fn mariadb_two_hosts_fail_over_to_the_second_under_load() {
 
 #[test]
 fn postgresql_primary_stopped_replica_promoted_writes_resume() {
-    let shape = Shape::start("pgsql");
-    let server = server(Backend::Pgsql, &shape);
-    let mut mail = Mail::start(&server, "pgsql");
-    let usage = mail.save();
-    assert_eq!(
-        shape.quota("A"),
-        usage,
-        "quota_clone before the failover: {}",
-        server.log()
-    );
-
-    let scope = unique("ha");
-    let load = Load::start(&server, &scope, LoadShape::default());
-    std::thread::sleep(Duration::from_secs(1));
+    let UnderLoad {
+        shape,
+        server,
+        mut mail,
+        scope,
+        load,
+    } = UnderLoad::start("pgsql", Backend::Pgsql);
     let fault = Instant::now();
     shape.ctl("crash-a");
     // the replica takes no writes until promoted: requests fail fast meanwhile
@@ -224,13 +244,7 @@ fn postgresql_primary_stopped_replica_promoted_writes_resume() {
     std::thread::sleep(Duration::from_secs(2));
     let report = load.finish();
 
-    let usage = mail.save();
-    assert_eq!(
-        shape.quota("B"),
-        usage,
-        "quota_clone after the failover: {}",
-        server.log()
-    );
+    mail.save_and_check(&shape, "B", &server, "after the failover");
     // synchronous replication: every commit the primary acknowledged is on the replica
     let stored = shape.names("B", &scope);
     let figures = report.check(
