@@ -6,10 +6,13 @@
 //! from `eval "$(tests/scripts/services.sh env)"`; without them every test fails. Failover
 //! under load is tests/tests/redis_ha.rs, TLS redis_ha_tls.rs.
 
+mod changes;
+
 use std::time::{Duration, Instant};
 
+use changes::{inc, set, txn};
 use dict_backend::redis::RedisDict;
-use dict_backend::{Change, CommitResult, Dict, DictError, IterRow, IterateOptions, Transaction};
+use dict_backend::{CommitResult, Dict, DictError, IterRow, IterateOptions};
 use dict_config::RedisParams;
 use futures::StreamExt;
 
@@ -61,28 +64,6 @@ fn cluster_params() -> RedisParams {
         prefix: unique_prefix("c"),
         timeout_msecs: 3000,
         ..RedisParams::default()
-    }
-}
-
-fn txn(user: &str, changes: Vec<Change>) -> Transaction {
-    Transaction {
-        username: user.as_bytes().to_vec(),
-        changes,
-        ..Transaction::default()
-    }
-}
-
-fn set(key: &str, value: &str) -> Change {
-    Change::Set {
-        key: key.into(),
-        value: value.into(),
-    }
-}
-
-fn inc(key: &str, diff: i64) -> Change {
-    Change::Inc {
-        key: key.into(),
-        diff,
     }
 }
 

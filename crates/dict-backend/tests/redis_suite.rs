@@ -10,11 +10,14 @@
 //! it selects one), so tests run in parallel and next to other users of the server. The
 //! outage tests start private redis-server processes on free ports.
 
+mod changes;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use changes::{inc, set, txn};
 use dict_backend::redis::RedisDict;
 use dict_backend::{
     Change, CommitResult, Dict, DictError, ErrorKind, IterRow, IterateOptions, Transaction,
@@ -132,30 +135,8 @@ async fn cleanup(conn: &mut MultiplexedConnection, prefix: &str) {
     }
 }
 
-fn txn(user: &str, changes: Vec<Change>) -> Transaction {
-    Transaction {
-        username: user.as_bytes().to_vec(),
-        changes,
-        ..Transaction::default()
-    }
-}
-
-fn set(key: &str, value: &str) -> Change {
-    Change::Set {
-        key: key.into(),
-        value: value.into(),
-    }
-}
-
 fn unset(key: &str) -> Change {
     Change::Unset { key: key.into() }
-}
-
-fn inc(key: &str, diff: i64) -> Change {
-    Change::Inc {
-        key: key.into(),
-        diff,
-    }
 }
 
 async fn lookup(d: &RedisDict, key: &str, user: &str) -> Option<String> {
