@@ -92,13 +92,16 @@ my_start() {
 	echo "host=$(my_addr A) host=$(my_addr B) port=$MYSQL_PORT dbname=dovecot user=$DBUSER password=$DBPASS"
 }
 
-my_stop() {
-	local s pid
+# stop_both DIR PIDFILE COMM SIGNAL: servers A and B of DIR, each if its pid is still COMM
+stop_both() {
+	local dir=$1 pidfile=$2 comm=$3 sig=$4 s pid
 	for s in A B; do
-		pid=$(read_pid "$MY/$s/pid")
-		if alive "$pid" && [ "$(cat "/proc/$pid/comm")" = mariadbd ]; then kill -TERM "$pid"; wait_gone "$pid"; fi
+		pid=$(read_pid "$dir/$s/$pidfile")
+		if alive "$pid" && [ "$(cat "/proc/$pid/comm")" = "$comm" ]; then kill "-$sig" "$pid"; wait_gone "$pid"; fi
 	done
 }
+
+my_stop() { stop_both "$MY" pid mariadbd TERM; }
 
 # ------------------------------------------------------------- postgresql --
 PG="$SCRATCH/ha-pgsql"
@@ -149,13 +152,7 @@ pg_start() {
 }
 pg_sync() { [ "$(pg_psql A -d postgres -c "SELECT sync_state FROM pg_stat_replication")" = sync ]; }
 
-pg_stop() {
-	local s pid
-	for s in A B; do
-		pid=$(read_pid "$PG/$s/postmaster.pid")
-		if alive "$pid" && [ "$(cat "/proc/$pid/comm")" = postgres ]; then kill -INT "$pid"; wait_gone "$pid"; fi
-	done
-}
+pg_stop() { stop_both "$PG" postmaster.pid postgres INT; }
 
 # --------------------------------------------------------------- commands --
 [ "$(id -u)" = 0 ] || die "must run as root (mariadbd --user=root, runuser -u postgres)"
