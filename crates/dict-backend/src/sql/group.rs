@@ -20,11 +20,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use sqlx::{Pool, Sqlite};
 use tokio::sync::oneshot;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 
-use super::db::Conn;
+use super::sqlite_write::SqliteWriter;
 use super::types::{DbError, Exec, Phase};
 
 /// Commits applied in one transaction at most.
@@ -175,33 +174,16 @@ pub(crate) fn group_deadline(group: &[Job]) -> Instant {
         .unwrap_or_else(Instant::now)
 }
 
-/// Applies one group of SQLite commits on `writer` (a pool of one connection) and tells
-/// every caller its outcome.
-pub(crate) async fn apply_sqlite(writer: &Pool<Sqlite>, group: Vec<Job>) {
+/// Applies one group of SQLite commits on `writer` (its thread: one transaction, a
+/// savepoint per commit when there are several) and tells every caller its outcome.
+pub(crate) async fn apply_sqlite(writer: &SqliteWriter, group: Vec<Job>) {
     let deadline = group_deadline(&group);
-    let timeout = deadline.saturating_duration_since(Instant::now());
-    let mut conn = match timeout_at(deadline, writer.acquire()).await {
-        Ok(Ok(c)) => Conn::Sqlite(c),
-        Ok(Err(e)) => return fail_all(group, &DbError::from(e), false),
-        Err(_) => return fail_all(group, &DbError::Timeout(timeout), false),
-    };
-    let mut phase = Phase::Begin;
-    let steps: Vec<&[Exec]> = group.iter().map(|j| j.steps.as_slice()).collect();
-    let run = async {
-        if let [alone] = steps.as_slice() {
-            // Alone: no savepoints needed.
-            conn.transaction(alone, &mut phase)
-                .await
-                .map(|missing| vec![Ok(missing)])
-        } else {
-            conn.group_transaction(&steps, &mut phase).await
-        }
-    };
-    let result = match timeout_at(deadline, run).await {
-        Ok(r) => r,
-        Err(_) => Err(DbError::Timeout(timeout)),
-    };
-    match result {
+    let mut group = group;
+    let commits = group
+        .iter_mut()
+        .map(|j| std::mem::take(&mut j.steps))
+        .collect();
+    match writer.apply(commits, deadline).await {
         Ok(outcomes) => {
             for (job, outcome) in group.into_iter().zip(outcomes) {
                 let _ = job.done.send(match outcome {
@@ -210,10 +192,7 @@ pub(crate) async fn apply_sqlite(writer: &Pool<Sqlite>, group: Vec<Job>) {
                 });
             }
         }
-        Err(e) => {
-            if !e.is_database() {
-                conn.discard();
-            }
+        Err((e, phase)) => {
             let uncertain =
                 matches!(phase, Phase::Committing | Phase::Repeatable) && !e.is_database();
             fail_all(group, &e, uncertain);

@@ -73,6 +73,7 @@ mod scan;
 mod schema;
 mod session;
 mod sqlite_read;
+mod sqlite_write;
 mod state;
 mod types;
 

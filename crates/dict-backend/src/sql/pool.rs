@@ -1,7 +1,9 @@
 //! The pools of a dict and failover between hosts.
 //!
-//! SQLite gets two pools: one connection for all writes (so writers never fight over the
-//! database lock) and several readers (WAL mode lets them read while a commit runs).
+//! SQLite gets one writing connection on a thread of its own for dict commits (so writers
+//! never fight over the database lock, see [`sqlite_write`](super::sqlite_write)), a pool
+//! of one for the other writes (expiry), read-only connections for lookups, and a pool of
+//! readers for iterations (WAL mode lets them read while a commit runs).
 //! MySQL and PostgreSQL get one lazily connecting pool per configured host, used in order:
 //! when a host cannot be reached (or, with `target_session_attrs`, is the wrong kind) the
 //! next one is tried (failover), and the dict stays on it until it fails in turn.
@@ -25,6 +27,7 @@ use super::db::Conn;
 use super::dialect::Dialect;
 use super::session::SessionAttrs;
 use super::sqlite_read::SqliteReaders;
+use super::sqlite_write::SqliteWriter;
 use super::types::DbError;
 
 /// One connection attempt to a host, without sqlx's retries; `Ok` if it may be used.
@@ -175,8 +178,10 @@ impl<DB: Database> Hosts<DB> {
 pub(crate) enum Db {
     Sqlite {
         readers: Pool<Sqlite>,
-        /// The one connection dict commits use, several to a transaction.
+        /// Writes other than dict commits (expiry), and the file's creation.
         writer: Pool<Sqlite>,
+        /// The connection dict commits use, several to a transaction.
+        commits: SqliteWriter,
         /// Lookups go through here, without sqlx's thread hop.
         lookups: Arc<SqliteReaders>,
         /// `sqlite_synchronous` and `sqlite_journal_mode` as configured.
@@ -236,9 +241,16 @@ impl Db {
                     .acquire_timeout(timeout)
                     .connect_lazy_with(connect.create_if_missing(false));
                 let lookups = Arc::new(SqliteReaders::new(path.clone(), timeout));
+                // After the pool: the file exists and has its journal mode.
+                let synchronous = match options.synchronous {
+                    None | Some(SqliteSynchronous::Default) => None,
+                    Some(level) => Some(level.as_str()),
+                };
+                let commits = SqliteWriter::open(path, synchronous, timeout)?;
                 Ok(Db::Sqlite {
                     readers,
                     writer,
+                    commits,
                     lookups,
                     options: *options,
                 })
@@ -270,18 +282,12 @@ impl Db {
     /// synchronous` (0 off … 3 extra), with what was configured; `None` for other databases.
     pub async fn sqlite_pragmas(&self) -> Result<Option<(SqliteOptions, String, i64)>, DbError> {
         let Db::Sqlite {
-            writer, options, ..
+            commits, options, ..
         } = self
         else {
             return Ok(None);
         };
-        let mut conn = writer.acquire().await?;
-        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&mut *conn)
-            .await?;
-        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut *conn)
-            .await?;
+        let (journal, synchronous) = commits.pragmas().await?;
         Ok(Some((*options, journal, synchronous)))
     }
 
@@ -293,10 +299,10 @@ impl Db {
         }
     }
 
-    /// SQLite's writer connection.
-    pub fn sqlite_writer(&self) -> Option<&Pool<Sqlite>> {
+    /// SQLite's connection for dict commits.
+    pub fn sqlite_writer(&self) -> Option<&SqliteWriter> {
         match self {
-            Db::Sqlite { writer, .. } => Some(writer),
+            Db::Sqlite { commits, .. } => Some(commits),
             _ => None,
         }
     }
@@ -343,9 +349,11 @@ impl Db {
             Db::Sqlite {
                 readers,
                 writer,
+                commits,
                 lookups,
                 ..
             } => {
+                commits.close();
                 lookups.close();
                 readers.close().await;
                 writer.close().await;

@@ -12,7 +12,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, Statement};
 
 use super::param::Param;
 use super::types::{Cell, DbError};
@@ -103,20 +103,7 @@ fn first_row(
     params: &[Param],
 ) -> Result<Option<Vec<Cell>>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(sql)?;
-    for (i, p) in params.iter().enumerate() {
-        let at = i + 1;
-        // Text is bound as TEXT with its bytes unchanged, UTF-8 or not: what sqlx's
-        // writes store (db/sqlite.rs) and what Dovecot stores.
-        match p {
-            Param::Text(t) => {
-                stmt.raw_bind_parameter(at, ToSqlOutput::Borrowed(ValueRef::Text(t)))?
-            }
-            Param::Int(v) => stmt.raw_bind_parameter(at, v)?,
-            Param::Double(v) => stmt.raw_bind_parameter(at, v)?,
-            Param::NullInt => stmt.raw_bind_parameter(at, None::<i64>)?,
-            Param::Blob(b) => stmt.raw_bind_parameter(at, b.as_slice())?,
-        }
-    }
+    bind(&mut stmt, params)?;
     let columns = stmt.column_count();
     let mut rows = stmt.raw_query();
     let Some(row) = rows.next()? else {
@@ -133,6 +120,24 @@ fn first_row(
         })
         .collect::<Result<Vec<_>, rusqlite::Error>>()
         .map(Some)
+}
+
+/// Binds `params` to `stmt`, in order. Text is bound as TEXT with its bytes unchanged,
+/// UTF-8 or not: what sqlx's writes stored (db/sqlite.rs) and what Dovecot stores.
+pub(super) fn bind(stmt: &mut Statement<'_>, params: &[Param]) -> Result<(), rusqlite::Error> {
+    for (i, p) in params.iter().enumerate() {
+        let at = i + 1;
+        match p {
+            Param::Text(t) => {
+                stmt.raw_bind_parameter(at, ToSqlOutput::Borrowed(ValueRef::Text(t)))?
+            }
+            Param::Int(v) => stmt.raw_bind_parameter(at, v)?,
+            Param::Double(v) => stmt.raw_bind_parameter(at, v)?,
+            Param::NullInt => stmt.raw_bind_parameter(at, None::<i64>)?,
+            Param::Blob(b) => stmt.raw_bind_parameter(at, b.as_slice())?,
+        }
+    }
+    Ok(())
 }
 
 /// rusqlite's errors as the dict reports them: SQLite's message, as sqlx gives it.

@@ -1,6 +1,6 @@
 //! A connection to any of the three databases: a query as a stream of rows of [`Cell`]s,
-//! and the statements of one dict commit (or of a group of them, SQLite) in one
-//! transaction. Binding and cell decoding are per database, in the files beside this one.
+//! and the statements of one dict commit (or of a batch of them) in one transaction.
+//! Binding and cell decoding are per database, in the files beside this one.
 
 mod mysql;
 mod postgres;
@@ -99,7 +99,7 @@ macro_rules! with_conn {
     };
 }
 
-/// Runs the steps of one dict commit on `$exec` (a transaction or savepoint of database
+/// Runs the steps of one dict commit on `$exec` (a transaction of database
 /// `$db`); the future's output says whether a counted statement touched no row.
 macro_rules! run_steps {
     ($db:ty, $exec:expr, $steps:expr) => {
@@ -247,44 +247,6 @@ impl Conn {
             tx.commit().await?;
             Ok(missing)
         })
-    }
-
-    /// SQLite group commit: several dict commits in one database transaction, so that
-    /// they share one fsync. Each commit runs in a savepoint of its own: a commit whose
-    /// statement fails is rolled back alone and gets its error; the others stay. The
-    /// outer `Result` is the transaction's own (BEGIN, a savepoint, COMMIT); `phase` says
-    /// how far it got.
-    pub async fn group_transaction(
-        &mut self,
-        commits: &[&[Exec]],
-        phase: &mut Phase,
-    ) -> Result<Vec<Result<bool, DbError>>, DbError> {
-        *phase = Phase::Begin;
-        let Conn::Sqlite(c) = self else {
-            return Err(DbError::Invalid("group commit is for SQLite only".into()));
-        };
-        let mut tx = Connection::begin_with(&mut **c, "BEGIN IMMEDIATE").await?;
-        *phase = Phase::Statements;
-        let mut results = Vec::with_capacity(commits.len());
-        for steps in commits {
-            let mut savepoint = tx.begin().await?;
-            match run_steps!(Sqlite, savepoint, *steps).await {
-                Ok(missing) => {
-                    savepoint.commit().await?;
-                    results.push(Ok(missing));
-                }
-                // The statement (or binding its values) failed: this commit alone.
-                Err(e) if e.is_database() || matches!(e, DbError::Invalid(_)) => {
-                    savepoint.rollback().await?;
-                    results.push(Err(e));
-                }
-                // The connection itself failed: the whole transaction is gone.
-                Err(e) => return Err(e),
-            }
-        }
-        *phase = Phase::Committing;
-        tx.commit().await?;
-        Ok(results)
     }
 
     /// Don't give this connection back to the pool (its state is unknown).
