@@ -167,11 +167,31 @@ fn client_pipelining_200000_lookups_without_reading_keeps_memory_bounded() {
 /// carrying other connections' lookups when its connection stops to wait for the client.
 #[test]
 fn client_pipelining_lookups_without_reading_holds_up_no_one_on_mariadb() {
-    let server = DictServer::start_with_toml(
-        Backend::Mysql,
-        "mysql",
-        "[server]\nrequest_timeout_ms = 1000\n",
-    );
+    pipelining_client_holds_up_no_one(Backend::Mysql, "MariaDB", || {});
+}
+
+/// The same on Redis, whose lookups run inside their connection's task (they stand
+/// alone), while the server's Redis connection is closed (`CLIENT KILL`) again and again:
+/// the connect that follows never waits for the client that doesn't read.
+#[test]
+fn client_pipelining_lookups_without_reading_holds_up_no_one_on_redis() {
+    pipelining_client_holds_up_no_one(Backend::Redis, "Redis", || {
+        dict_tests::service_control::redis_kill_clients();
+    });
+}
+
+/// The same on SQLite, whose lookups stand alone too.
+#[test]
+fn client_pipelining_lookups_without_reading_holds_up_no_one_on_sqlite() {
+    pipelining_client_holds_up_no_one(Backend::Sqlite, "SQLite", || {});
+}
+
+/// For 4 s a client pipelines lookups and never reads, while others' lookups (each after a
+/// commit of the value) are answered within [`PROMPT`]; `each_round` runs between them.
+fn pipelining_client_holds_up_no_one(backend: Backend, name: &str, each_round: impl Fn()) {
+    let dict = format!("{backend:?}").to_lowercase();
+    let server =
+        DictServer::start_with_toml(backend, &dict, "[server]\nrequest_timeout_ms = 1000\n");
     well_behaved(&server, "shared/kv/pipe/warm");
     let flood = Flood::start(&server, "", "Lshared/kv/pipe/missing\t\n", 200_000);
     let mut slowest = Duration::ZERO;
@@ -179,13 +199,14 @@ fn client_pipelining_lookups_without_reading_holds_up_no_one_on_mariadb() {
     let mut i = 0;
     while Instant::now() < until {
         i += 1;
+        each_round();
         // Each lookup is answered within PROMPT, with the value just committed.
         slowest = slowest.max(well_behaved(&server, &format!("shared/kv/pipe/k{i}")));
     }
     let written = flood.written();
     flood.end();
     eprintln!(
-        "fault figures [pipelining client never reads, MariaDB]: {written} bytes taken, {i} well-behaved rounds, slowest {} ms",
+        "fault figures [pipelining client never reads, {name}]: {written} bytes taken, {i} well-behaved rounds, slowest {} ms",
         slowest.as_millis()
     );
     assert!(written > 0, "the flood wrote nothing");

@@ -126,6 +126,15 @@ pub trait Dict: Send + Sync + 'static {
     /// `username` is empty for `shared/` keys.
     async fn lookup(&self, key: &[u8], username: &[u8]) -> Result<Option<Vec<Vec<u8>>>, DictError>;
 
+    /// Whether a lookup's future waits only for its own answer, so that one left unpolled
+    /// for a while (its connection waiting to write to a client that does not read) holds
+    /// up no other request. The server runs such lookups inside their connection's task,
+    /// without a task of their own. Not where one lookup may carry others' (SQL lookups
+    /// sent together across connections): the default.
+    fn lookups_stand_alone(&self) -> bool {
+        false
+    }
+
     /// Rows under `path`. The stream ends after the last row or after the first error.
     fn iterate(
         &self,

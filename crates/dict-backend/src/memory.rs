@@ -51,6 +51,10 @@ fn public_key(stored: &[u8]) -> Vec<u8> {
 
 #[async_trait]
 impl Dict for MemoryDict {
+    fn lookups_stand_alone(&self) -> bool {
+        true
+    }
+
     async fn lookup(&self, key: &[u8], username: &[u8]) -> Result<Option<Vec<Vec<u8>>>, DictError> {
         let data = self.data.lock().expect("memory dict lock");
         Ok(data

@@ -415,6 +415,34 @@ async fn lookup_found_missing_and_per_user() {
     cleanup(&mut r, &prefix).await;
 }
 
+/// A lookup that started connecting and is then left unpolled (its client does not read)
+/// holds up no other operation: the connect runs in a task of its own. The server relies
+/// on it to run Redis lookups inside their connection's task (`lookups_stand_alone`).
+#[tokio::test]
+async fn a_lookup_left_unpolled_while_connecting_holds_up_no_one() {
+    let prefix = unique_prefix();
+    let d = dict(&RedisParams {
+        timeout_msecs: 1000,
+        ..params(&prefix)
+    });
+    assert!(d.lookups_stand_alone());
+    let mut first = Box::pin(d.lookup(b"shared/first", b""));
+    assert!(
+        futures::poll!(first.as_mut()).is_pending(),
+        "the first lookup waits for its connection"
+    );
+    let started = Instant::now();
+    let second = d.lookup(b"shared/second", b"").await;
+    assert_eq!(second.expect("the second lookup is answered"), None);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "the second lookup waited {:?}",
+        started.elapsed()
+    );
+    // The first one, polled again, finishes too.
+    assert_eq!(first.await.expect("the first lookup is answered"), None);
+}
+
 #[tokio::test]
 async fn set_unset_and_inc() {
     let prefix = unique_prefix();

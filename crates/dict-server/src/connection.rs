@@ -294,7 +294,11 @@ impl Connection {
                 ctx,
                 done,
             } => {
-                let reply = command::lookup::lookup(dict(), key, username, ctx, done);
+                // In the connection's task when the backend allows it and the reply is
+                // polled at once: first in line, or replies sent as they complete.
+                let in_task = !(self.dict.dict.lookups_stand_alone()
+                    && (self.replies.is_empty() || !self.replies.is_ordered()));
+                let reply = command::lookup::lookup(dict(), key, username, ctx, done, in_task);
                 self.replies.push(reply);
             }
             Action::Iterate {

@@ -241,6 +241,10 @@ fn describe_key(key: &[u8], username: &[u8]) -> String {
 
 #[async_trait]
 impl Dict for ObservedDict {
+    fn lookups_stand_alone(&self) -> bool {
+        self.inner.lookups_stand_alone()
+    }
+
     async fn lookup(&self, key: &[u8], username: &[u8]) -> Result<Option<Vec<Vec<u8>>>, DictError> {
         let call = Call::start(&self.shared, Op::Lookup);
         let result = self.inner.lookup(key, username).await;

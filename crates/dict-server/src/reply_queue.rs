@@ -36,6 +36,11 @@ impl ReplyQueue {
         }
     }
 
+    /// Replies leave strictly in command order: only the oldest is polled.
+    pub fn is_ordered(&self) -> bool {
+        matches!(self, ReplyQueue::Ordered(_))
+    }
+
     /// True when no reply is pending.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -122,7 +122,8 @@ pub(crate) struct Connector {
     info: RedisConnectionInfo,
     /// `host:port` or the socket path, for error messages.
     target: String,
-    current: Mutex<Option<Live>>,
+    /// Held while a connection is made: requests queue behind it.
+    current: Arc<Mutex<Option<Live>>>,
     /// Logs a reconnect louder than the first connect.
     connected_before: AtomicBool,
 }
@@ -165,7 +166,7 @@ impl Connector {
             addr,
             info,
             target,
-            current: Mutex::new(None),
+            current: Arc::new(Mutex::new(None)),
             connected_before: AtomicBool::new(false),
         })
     }
@@ -207,9 +208,12 @@ impl Connector {
     }
 
     /// The current connection, or a new one made before `deadline`. Operations queue here
-    /// while one of them connects, so a dead Redis sees one connect attempt at a time.
-    pub(crate) async fn get(&self, deadline: Instant) -> Result<Live, ConnectError> {
-        let mut current = timeout_at(deadline, self.current.lock())
+    /// while one of them connects, so a dead Redis sees one connect attempt at a time. The
+    /// attempt runs in a task of its own: the operation that started it may stop being
+    /// polled (its client does not read) or be dropped, and those queued behind it still
+    /// get their connection, or the attempt's failure, by its deadline.
+    pub(crate) async fn get(self: &Arc<Self>, deadline: Instant) -> Result<Live, ConnectError> {
+        let mut current = timeout_at(deadline, self.current.clone().lock_owned())
             .await
             .map_err(|_| ConnectError::TimedOut)?;
         if let Some(live) = current.as_ref() {
@@ -221,22 +225,33 @@ impl Connector {
             }
         }
         *current = None;
-        let (conn, dead) = timeout_at(deadline, self.open())
-            .await
-            .map_err(|_| ConnectError::TimedOut)?
-            .map_err(ConnectError::Failed)?;
-        if self.connected_before.swap(true, Ordering::Relaxed) {
-            tracing::info!("redis: reconnected to {}", self.target);
-        } else {
-            tracing::debug!("redis: connected to {}", self.target);
-        }
-        let live = Live {
-            conn,
-            dead,
-            fresh: true,
-        };
-        *current = Some(live.clone());
-        Ok(live)
+        let connector = self.clone();
+        let attempt = tokio::spawn(async move {
+            let (conn, dead) = timeout_at(deadline, connector.open())
+                .await
+                .map_err(|_| ConnectError::TimedOut)?
+                .map_err(ConnectError::Failed)?;
+            if connector.connected_before.swap(true, Ordering::Relaxed) {
+                tracing::info!("redis: reconnected to {}", connector.target);
+            } else {
+                tracing::debug!("redis: connected to {}", connector.target);
+            }
+            let live = Live {
+                conn,
+                dead,
+                fresh: true,
+            };
+            *current = Some(live.clone());
+            Ok(live)
+        });
+        // The attempt ends by the deadline; a panic in it is a failed connect.
+        attempt.await.unwrap_or_else(|e| {
+            Err(ConnectError::Failed(RedisError::from((
+                redis::ErrorKind::ClientError,
+                "connect task failed",
+                e.to_string(),
+            ))))
+        })
     }
 
     /// Whether this is a Redis Cluster.

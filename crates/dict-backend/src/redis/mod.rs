@@ -64,7 +64,7 @@ pub struct RedisDict {
 }
 
 struct Inner {
-    conn: Connector,
+    conn: Arc<Connector>,
     keys: KeyLayout,
     expire_secs: Option<u32>,
     timeout: Duration,
@@ -89,7 +89,7 @@ impl RedisDict {
         }
         Ok(RedisDict {
             inner: Arc::new(Inner {
-                conn,
+                conn: Arc::new(conn),
                 keys,
                 expire_secs: params.expire_secs.filter(|&s| s > 0),
                 timeout: Duration::from_millis(u64::from(params.timeout_msecs.max(1))),
@@ -550,6 +550,12 @@ fn rows_with_values(
 
 #[async_trait]
 impl Dict for RedisDict {
+    /// A lookup waits for its own reply on the multiplexed connection, whose driver is a
+    /// task of its own, and a connect runs in a task of its own too (see [`Connector::get`]).
+    fn lookups_stand_alone(&self) -> bool {
+        true
+    }
+
     async fn lookup(&self, key: &[u8], username: &[u8]) -> Result<Option<Vec<Vec<u8>>>, DictError> {
         let rkey = self
             .inner

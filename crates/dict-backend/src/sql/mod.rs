@@ -206,6 +206,12 @@ impl SqlDict {
 
 #[async_trait]
 impl Dict for SqlDict {
+    /// SQLite's lookups run synchronously on their own connections; MySQL's and
+    /// PostgreSQL's may carry other connections' lookups in their statement.
+    fn lookups_stand_alone(&self) -> bool {
+        self.state.db.dialect() == Dialect::Sqlite
+    }
+
     async fn lookup(&self, key: &[u8], username: &[u8]) -> Result<Option<Vec<Vec<u8>>>, DictError> {
         let state = &self.state;
         let lossy = || String::from_utf8_lossy(key);

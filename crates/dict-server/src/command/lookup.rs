@@ -11,20 +11,23 @@ use tokio_util::task::AbortOnDropHandle;
 use super::{BarrierOpener, ReplyContext};
 use crate::reply_queue::PendingReply;
 
-/// Starts the lookup of `key` for `username` now (in a task of its own, so it runs while
-/// earlier replies are still queued); returns its reply. `done` opens when the answer is
-/// known. A task even when nothing is queued: the connection stops polling its replies
-/// while it waits to write to a client that doesn't read, and a SQL lookup may be running
-/// a batch for other connections' lookups, which must not wait for that client.
+/// The lookup of `key` for `username`; returns its reply. `done` opens when the answer is
+/// known. With `in_task`, it starts now in a task of its own, so that it runs while earlier
+/// replies are still queued and while the connection waits to write to a client that
+/// doesn't read (a SQL lookup may be carrying other connections' lookups, which must not
+/// wait for that client). Without, it runs as the reply is polled: a spawn and a wake-up
+/// less, for backends whose lookups stand alone ([`Dict::lookups_stand_alone`]) when
+/// nothing holds its reply back.
 pub fn lookup(
     dict: Arc<dyn Dict>,
     key: Vec<u8>,
     username: Vec<u8>,
     ctx: ReplyContext,
     done: BarrierOpener,
+    in_task: bool,
 ) -> PendingReply {
     let async_id = ctx.async_id;
-    let task = tokio::spawn(async move {
+    let answer = async move {
         let work = async {
             ctx.wait_for_commits().await;
             dict.lookup(&key, &username).await
@@ -43,9 +46,12 @@ pub fn lookup(
             reply: Reply::Lookup(reply),
             timings: Some(ctx.timings()),
         }
-    });
+    };
+    if !in_task {
+        return stream::once(answer).boxed();
+    }
     // Dropped with the connection: a lookup nobody will read is not finished.
-    let task = AbortOnDropHandle::new(task);
+    let task = AbortOnDropHandle::new(tokio::spawn(answer));
     stream::once(async move {
         task.await.unwrap_or_else(|e| ServerLine::Reply {
             async_id,
