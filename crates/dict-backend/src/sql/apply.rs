@@ -1,6 +1,7 @@
-//! A dict commit applied: planned into statements, then run through the dict's group
-//! commit (SQLite: one transaction with a savepoint per commit; MySQL and PostgreSQL: a
-//! batch, see [`batch`](super::batch)). A commit on its own runs in one transaction,
+//! A dict commit applied: planned into statements, then run with the commits queued
+//! alongside it (SQLite: one transaction on the writer thread, see
+//! [`sqlite_write`](super::sqlite_write); MySQL and PostgreSQL: a batch, see
+//! [`batch`](super::batch)). A commit on its own runs in one transaction,
 //! retried on a fresh connection while nothing can have been applied (see
 //! [`outcome`](super::outcome)).
 
@@ -9,7 +10,7 @@ use tokio::time::{timeout_at, Instant};
 use super::commit;
 use super::dialect::Dialect;
 use super::expire::unix_now;
-use super::group::{self, Outcome};
+use super::group::Outcome;
 use super::outcome::{self, Next};
 use super::param::has_non_utf8;
 use super::state::{DictState, MAX_RETRIES};
@@ -41,10 +42,7 @@ impl DictState {
             return CommitResult::Ok;
         }
         let outcome = match self.db.sqlite_writer() {
-            Some(writer) => {
-                let apply = |g| group::apply_sqlite(writer, g);
-                self.group.commit(steps, deadline, apply).await
-            }
+            Some(writer) => writer.commit(steps, deadline).await,
             None => {
                 let apply = |g| self.apply_batch(&queries, g);
                 self.group.commit(steps, deadline, apply).await

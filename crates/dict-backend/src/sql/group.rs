@@ -1,9 +1,9 @@
-//! Group commit: commits that arrive while a dict's writer is busy are applied together.
-//! Every commit is queued; the caller that gets the writer (the leader) takes every queued
-//! commit and applies them as one group, through the function its dict passes in: SQLite
-//! in one transaction with a savepoint per commit (one fsync for the lot, see
-//! [`apply_sqlite`]); MySQL and PostgreSQL as one batch of folded statements (see
-//! [`batch`](super::batch)). The others wait for their outcome, or for their turn to
+//! Group commit on MySQL and PostgreSQL: commits that arrive while a dict's writer is busy
+//! are applied together. Every commit is queued; the caller that gets the writer (the
+//! leader) takes every queued commit and applies them as one group, through the function
+//! its dict passes in: one batch of folded statements (see [`batch`](super::batch)).
+//! (SQLite's writer thread keeps a queue of its own, see
+//! [`sqlite_write`](super::sqlite_write).) The others wait for their outcome, or for their turn to
 //! lead. Alone, a commit is its own leader and runs at once, with no hand-off to another
 //! task. A commit is acknowledged only after the COMMIT that contains it, so durability is
 //! the same as one transaction each.
@@ -23,8 +23,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::sqlite_write::SqliteWriter;
-use super::types::{DbError, Exec, Phase};
+use super::types::{DbError, Exec};
 
 /// Commits applied in one transaction at most.
 const MAX_GROUP: usize = 64;
@@ -172,32 +171,6 @@ pub(crate) fn group_deadline(group: &[Job]) -> Instant {
         .map(|j| j.deadline)
         .min()
         .unwrap_or_else(Instant::now)
-}
-
-/// Applies one group of SQLite commits on `writer` (its thread: one transaction, a
-/// savepoint per commit when there are several) and tells every caller its outcome.
-pub(crate) async fn apply_sqlite(writer: &SqliteWriter, group: Vec<Job>) {
-    let deadline = group_deadline(&group);
-    let mut group = group;
-    let commits = group
-        .iter_mut()
-        .map(|j| std::mem::take(&mut j.steps))
-        .collect();
-    match writer.apply(commits, deadline).await {
-        Ok(outcomes) => {
-            for (job, outcome) in group.into_iter().zip(outcomes) {
-                let _ = job.done.send(match outcome {
-                    Ok(missing) => Outcome::Applied(missing),
-                    Err(e) => Outcome::Failed(e.to_string()),
-                });
-            }
-        }
-        Err((e, phase)) => {
-            let uncertain =
-                matches!(phase, Phase::Committing | Phase::Repeatable) && !e.is_database();
-            fail_all(group, &e, uncertain);
-        }
-    }
 }
 
 /// Tells every caller of `group` that it failed (or, `uncertain`, may have been applied).

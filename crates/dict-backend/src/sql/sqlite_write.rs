@@ -1,16 +1,17 @@
 //! SQLite commits on a thread of their own, without sqlx's thread hops. Through sqlx every
-//! statement of a group commit (BEGIN, each commit's SAVEPOINT, statements and RELEASE,
-//! COMMIT) was a round trip to sqlx's worker thread and back: two thread wake-ups each,
-//! more than SQLite needs to run the statement. Here the group's caller hands the whole
-//! group to one thread that owns a rusqlite connection (the same SQLite library), which
-//! runs it and sends every outcome back at once: two wake-ups per group.
+//! statement of a commit (BEGIN, the statements, COMMIT) was a round trip to sqlx's worker
+//! thread and back: two thread wake-ups each, more than SQLite needs to run the statement.
+//! Here one thread owns the writing connection (rusqlite, on the same SQLite library) and
+//! the queue of commits: it takes every commit queued (at most [`MAX_GROUP`]) and applies
+//! them as one transaction, each in a savepoint of its own when it has several statements,
+//! so they share one fsync (group commit); then it takes the next group at once. A commit
+//! is acknowledged only after the COMMIT that contains it, so durability is the same as one
+//! transaction each.
 //!
-//! The thread can't be cancelled mid-statement, so the hand-over settles who decides:
-//! the thread moves a group from [`RUNNING`] to [`COMMITTING`] just before COMMIT, the
-//! caller at its deadline from [`RUNNING`] to [`CANCELLED`]. Whoever is first wins: a
-//! cancelled group is rolled back (certainly not applied), one past the COMMIT is only
-//! uncertain to a caller that stopped waiting. Lock waits are bounded by the group's
-//! remaining time (busy timeout), so a stuck group does not hold the thread much longer.
+//! A caller whose deadline comes while its commit is still queued takes it back: it fails
+//! and is never applied. Once the thread has taken it, the caller waits for its outcome:
+//! lock waits are bounded by the group's earliest deadline (busy timeout), so that comes
+//! soon after (and the server answers "uncertain" if its own request deadline passes).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -22,30 +23,33 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::group::Outcome;
 use super::sqlite_read::bind;
-use super::types::{DbError, Exec, Phase};
+use super::types::{DbError, Exec};
 
 /// Statements kept prepared (one per statement shape of the dict's maps).
 const STATEMENT_CACHE: usize = 64;
+/// Commits applied in one transaction at most.
+const MAX_GROUP: usize = 64;
 
-const RUNNING: u8 = 0;
-const COMMITTING: u8 = 1;
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
 const CANCELLED: u8 = 2;
 
 /// Each commit's outcome (`true`: a counted statement touched no row), or the group's
-/// failure with how far it got.
-pub(crate) type GroupResult = Result<Vec<Result<bool, DbError>>, (DbError, Phase)>;
+/// failure.
+type GroupResult = Result<Vec<Result<bool, DbError>>, DbError>;
 
-/// A group handed to the writer thread.
-struct Group {
-    commits: Vec<Vec<Exec>>,
+/// One queued commit.
+struct Job {
+    steps: Vec<Exec>,
     deadline: Instant,
     state: Arc<AtomicU8>,
-    reply: oneshot::Sender<GroupResult>,
+    done: oneshot::Sender<Outcome>,
 }
 
 enum Request {
-    Group(Group),
+    Commit(Job),
     /// `PRAGMA journal_mode` and `PRAGMA synchronous` of the writing connection.
     Pragmas(oneshot::Sender<Result<(String, i64), DbError>>),
 }
@@ -55,6 +59,8 @@ enum Request {
 pub(crate) struct SqliteWriter {
     /// `None` once closed: the thread ends when its queue does.
     requests: Mutex<Option<mpsc::Sender<Request>>>,
+    /// The dict's timeout, for the text of a commit that timed out in the queue.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Request {
@@ -92,6 +98,7 @@ impl SqliteWriter {
             .map_err(|e| DbError::Invalid(format!("starting the SQLite writer: {e}")))?;
         Ok(SqliteWriter {
             requests: Mutex::new(Some(requests)),
+            timeout: busy,
         })
     }
 
@@ -103,39 +110,33 @@ impl SqliteWriter {
         }
     }
 
-    /// Runs the commits of a group (each `Vec<Exec>` one dict commit) in one transaction,
-    /// each in a savepoint of its own when there are several, by `deadline`.
-    pub async fn apply(&self, commits: Vec<Vec<Exec>>, deadline: Instant) -> GroupResult {
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        let state = Arc::new(AtomicU8::new(RUNNING));
-        let (reply, outcome) = oneshot::channel();
-        let group = Group {
-            commits,
+    /// Applies `steps` as one dict commit, with the others queued alongside it.
+    pub async fn commit(&self, steps: Vec<Exec>, deadline: Instant) -> Outcome {
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let (done, mut outcome) = oneshot::channel();
+        let job = Job {
+            steps,
             deadline,
             state: state.clone(),
-            reply,
+            done,
         };
-        self.send(Request::Group(group))
-            .map_err(|e| (e, Phase::Begin))?;
-        match tokio::time::timeout_at(deadline, outcome).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err((
-                DbError::Invalid("the SQLite writer stopped".into()),
-                Phase::Committing,
-            )),
-            Err(_) => {
-                let phase = match state.compare_exchange(
-                    RUNNING,
-                    CANCELLED,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => Phase::Statements,
-                    Err(_) => Phase::Committing,
-                };
-                Err((DbError::Timeout(timeout), phase))
-            }
+        if let Err(e) = self.send(Request::Commit(job)) {
+            return Outcome::Failed(e.to_string());
         }
+        let stopped = |_| Outcome::Uncertain("the SQLite writer stopped".into());
+        tokio::select! {
+            biased;
+            result = &mut outcome => return result.unwrap_or_else(stopped),
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        let took_back = state
+            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if took_back {
+            return Outcome::Failed(DbError::Timeout(self.timeout).to_string());
+        }
+        // Taken: its group ends by its earliest deadline, which is not later than ours.
+        outcome.await.unwrap_or_else(stopped)
     }
 
     /// What the writing connection reports for `PRAGMA journal_mode` and `synchronous`.
@@ -156,16 +157,68 @@ impl SqliteWriter {
     }
 }
 
-/// The writer thread: one request at a time, until the dict closes.
+/// The writer thread: every commit queued is applied in one group, until the dict closes.
 fn serve(conn: Connection, queue: mpsc::Receiver<Request>, busy: Duration) {
-    while let Ok(request) = queue.recv() {
-        match request {
-            Request::Group(group) => {
-                let result = run_group(&conn, &group, busy);
-                let _ = group.reply.send(result);
+    while let Ok(first) = queue.recv() {
+        let mut group = Vec::new();
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Commit(job) => {
+                    // A job its caller took back is dropped here.
+                    if job
+                        .state
+                        .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        group.push(job);
+                    }
+                }
+                Request::Pragmas(reply) => {
+                    let _ = reply.send(pragmas(&conn));
+                }
             }
-            Request::Pragmas(reply) => {
-                let _ = reply.send(pragmas(&conn));
+            if group.len() < MAX_GROUP {
+                next = queue.try_recv().ok();
+            }
+        }
+        if !group.is_empty() {
+            apply(&conn, group, busy);
+        }
+    }
+}
+
+/// Applies one group and tells every caller its outcome.
+fn apply(conn: &Connection, group: Vec<Job>, busy: Duration) {
+    let deadline = group.iter().map(|j| j.deadline).min();
+    let left = deadline.map_or(Duration::ZERO, |d| {
+        d.saturating_duration_since(Instant::now())
+    });
+    let commits: Vec<&[Exec]> = group.iter().map(|j| j.steps.as_slice()).collect();
+    let result = conn
+        .busy_timeout(left.min(busy))
+        .map_err(DbError::Sqlite)
+        .and_then(|()| transaction(conn, &commits));
+    if result.is_err() && !conn.is_autocommit() {
+        // Nothing of the group stays; a connection that can't even roll back is broken,
+        // and its next BEGIN says so.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    match result {
+        Ok(outcomes) => {
+            for (job, outcome) in group.into_iter().zip(outcomes) {
+                let _ = job.done.send(match outcome {
+                    Ok(missing) => Outcome::Applied(missing),
+                    Err(e) => Outcome::Failed(e.to_string()),
+                });
+            }
+        }
+        // Nothing was applied: SQLite rolls back a COMMIT it refuses, and the thread is
+        // never interrupted between COMMIT and its answer.
+        Err(e) => {
+            let text = e.to_string();
+            for job in group {
+                let _ = job.done.send(Outcome::Failed(text.clone()));
             }
         }
     }
@@ -179,66 +232,54 @@ fn pragmas(conn: &Connection) -> Result<(String, i64), DbError> {
         .map_err(DbError::Sqlite)
 }
 
-/// Runs one group; a transaction left open by a failure is rolled back.
-fn run_group(conn: &Connection, group: &Group, busy: Duration) -> GroupResult {
-    if group.state.load(Ordering::Acquire) != RUNNING {
-        return Err((DbError::Timeout(Duration::ZERO), Phase::Begin));
-    }
-    let left = group.deadline.saturating_duration_since(Instant::now());
-    let result = conn
-        .busy_timeout(left.min(busy))
-        .map_err(|e| (DbError::Sqlite(e), Phase::Begin))
-        .and_then(|()| transaction(conn, group));
-    if result.is_err() && !conn.is_autocommit() {
-        // Nothing of the group stays; a connection that can't even roll back is broken,
-        // and its next BEGIN says so.
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    result
-}
-
-fn transaction(conn: &Connection, group: &Group) -> GroupResult {
-    let sqlite = |phase| move |e| (DbError::Sqlite(e), phase);
+fn transaction(conn: &Connection, commits: &[&[Exec]]) -> GroupResult {
     // Take the write lock at once: no deadlock with other processes' readers.
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(sqlite(Phase::Begin))?;
-    let results = if let [alone] = group.commits.as_slice() {
-        // Alone: no savepoint; its failure is the group's.
-        vec![Ok(
-            run_steps(conn, alone).map_err(|e| (e, Phase::Statements))?
-        )]
+    run(conn, "BEGIN IMMEDIATE").map_err(DbError::Sqlite)?;
+    let results = if let [alone] = commits {
+        // Alone: its failure is the group's.
+        vec![Ok(run_steps(conn, alone)?)]
     } else {
-        let mut results = Vec::with_capacity(group.commits.len());
-        for steps in &group.commits {
-            conn.execute_batch("SAVEPOINT dict_commit")
-                .map_err(sqlite(Phase::Statements))?;
-            match run_steps(conn, steps) {
-                Ok(missing) => {
-                    conn.execute_batch("RELEASE dict_commit")
-                        .map_err(sqlite(Phase::Statements))?;
-                    results.push(Ok(missing));
-                }
-                // This commit alone is rolled back and gets its error; the others stay.
-                Err(e) => {
-                    conn.execute_batch("ROLLBACK TO dict_commit; RELEASE dict_commit")
-                        .map_err(sqlite(Phase::Statements))?;
-                    results.push(Err(e));
-                }
-            }
+        let mut results = Vec::with_capacity(commits.len());
+        for steps in commits {
+            results.push(run_commit(conn, steps)?);
         }
         results
     };
-    if group
-        .state
-        .compare_exchange(RUNNING, COMMITTING, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        // The caller stopped waiting and was told the group failed: it must not apply.
-        return Err((DbError::Timeout(Duration::ZERO), Phase::Statements));
-    }
-    conn.execute_batch("COMMIT")
-        .map_err(sqlite(Phase::Committing))?;
+    run(conn, "COMMIT").map_err(DbError::Sqlite)?;
     Ok(results)
+}
+
+/// One dict commit among others of its group: if it fails, it alone is undone and gets its
+/// error; the others stay. A commit of one statement needs no savepoint, since SQLite
+/// undoes a failed statement by itself; several statements run in a savepoint.
+fn run_commit(conn: &Connection, steps: &[Exec]) -> Result<Result<bool, DbError>, DbError> {
+    let sqlite = DbError::Sqlite;
+    let one_statement = matches!(steps, [Exec::Run { .. }] | [Exec::Unchanged]);
+    if !one_statement {
+        run(conn, "SAVEPOINT dict_commit").map_err(sqlite)?;
+    }
+    let result = run_steps(conn, steps);
+    if conn.is_autocommit() {
+        // Some errors (disk full, I/O) end the whole transaction: the group's failure.
+        return Err(result
+            .err()
+            .unwrap_or_else(|| DbError::Invalid("the SQLite transaction ended by itself".into())));
+    }
+    if !one_statement {
+        match result {
+            Ok(_) => run(conn, "RELEASE dict_commit").map_err(sqlite)?,
+            Err(_) => {
+                run(conn, "ROLLBACK TO dict_commit").map_err(sqlite)?;
+                run(conn, "RELEASE dict_commit").map_err(sqlite)?;
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// A statement without parameters, prepared once.
+fn run(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(sql)?.raw_execute().map(drop)
 }
 
 /// Runs the steps of one dict commit; whether a counted statement touched no row.
