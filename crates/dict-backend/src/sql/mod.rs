@@ -15,7 +15,10 @@
 //! * [`schema`]: reading table definitions from each database's catalog.
 //! * [`sqlite_read`]: SQLite lookups on the calling thread (no sqlx worker-thread hop).
 //! * [`lookup_queue`]: the queues of lookups waiting to go out together.
-//! * [`group`]: SQLite's group commit (commits queued together share one transaction).
+//! * [`group`]: MySQL's and PostgreSQL's group commit (commits queued together go out as
+//!   one batch) and the outcome of a commit.
+//! * [`sqlite_write`]: SQLite commits on a writer thread holding their queue (group commit:
+//!   commits queued together share one transaction).
 //! * [`pool`]: the pools of a dict, failover between hosts.
 //! * [`state`]: what one dict's operations share (maps, pools, statements, timeout).
 //! * [`read`]: reads retried on a fresh connection; rows streamed into a channel.
@@ -25,7 +28,7 @@
 //! * [`scan`]: every user's values of one `priv/` key, for exports.
 //! * [`commit`]: a dict transaction as the statements of one SQL transaction.
 //! * [`outcome`]: what a failed commit attempt means (retry, `F` or `W`).
-//! * [`apply`]: a planned commit run: group commit, or retried attempts.
+//! * [`apply`]: a planned commit run: on SQLite's writer, in a batch, or retried attempts.
 //! * [`check`]: the start-up check of tables against maps.
 //!
 //! Where this differs from Dovecot 2.3.19 (all deliberate):
