@@ -47,7 +47,8 @@ fn well_behaved(server: &DictServer, key: &str) -> Duration {
     assert_eq!(
         replies,
         [(1, "O1".to_string()), (2, "Ook".to_string())],
-        "commit and lookup of a well-behaved client"
+        "commit and lookup of a well-behaved client: {}",
+        server.log()
     );
     started.elapsed()
 }
@@ -167,28 +168,26 @@ fn client_pipelining_200000_lookups_without_reading_keeps_memory_bounded() {
 /// carrying other connections' lookups when its connection stops to wait for the client.
 #[test]
 fn client_pipelining_lookups_without_reading_holds_up_no_one_on_mariadb() {
-    pipelining_client_holds_up_no_one(Backend::Mysql, "MariaDB", || {});
+    pipelining_client_holds_up_no_one(Backend::Mysql, "MariaDB");
 }
 
-/// The same on Redis, whose lookups run inside their connection's task (they stand
-/// alone), while the server's Redis connection is closed (`CLIENT KILL`) again and again:
-/// the connect that follows never waits for the client that doesn't read.
+/// The same on Redis: every request of the dict shares redis-rs' bounded request channel,
+/// and a lookup run inside a connection that stopped (not in a task of its own) would keep
+/// the room in it that it is given.
 #[test]
 fn client_pipelining_lookups_without_reading_holds_up_no_one_on_redis() {
-    pipelining_client_holds_up_no_one(Backend::Redis, "Redis", || {
-        dict_tests::service_control::redis_kill_clients();
-    });
+    pipelining_client_holds_up_no_one(Backend::Redis, "Redis");
 }
 
-/// The same on SQLite, whose lookups stand alone too.
+/// The same on SQLite, whose lookups run inside their connection's task (they stand alone).
 #[test]
 fn client_pipelining_lookups_without_reading_holds_up_no_one_on_sqlite() {
-    pipelining_client_holds_up_no_one(Backend::Sqlite, "SQLite", || {});
+    pipelining_client_holds_up_no_one(Backend::Sqlite, "SQLite");
 }
 
 /// For 4 s a client pipelines lookups and never reads, while others' lookups (each after a
-/// commit of the value) are answered within [`PROMPT`]; `each_round` runs between them.
-fn pipelining_client_holds_up_no_one(backend: Backend, name: &str, each_round: impl Fn()) {
+/// commit of the value) are answered within [`PROMPT`].
+fn pipelining_client_holds_up_no_one(backend: Backend, name: &str) {
     let dict = format!("{backend:?}").to_lowercase();
     let server =
         DictServer::start_with_toml(backend, &dict, "[server]\nrequest_timeout_ms = 1000\n");
@@ -199,7 +198,6 @@ fn pipelining_client_holds_up_no_one(backend: Backend, name: &str, each_round: i
     let mut i = 0;
     while Instant::now() < until {
         i += 1;
-        each_round();
         // Each lookup is answered within PROMPT, with the value just committed.
         slowest = slowest.max(well_behaved(&server, &format!("shared/kv/pipe/k{i}")));
     }

@@ -130,7 +130,9 @@ pub trait Dict: Send + Sync + 'static {
     /// for a while (its connection waiting to write to a client that does not read) holds
     /// up no other request. The server runs such lookups inside their connection's task,
     /// without a task of their own. Not where one lookup may carry others' (SQL lookups
-    /// sent together across connections): the default.
+    /// sent together across connections), nor where a request waits for room in a queue
+    /// it shares with others (redis-rs' bounded request channel: an unpolled sender keeps
+    /// the room it is given): the default.
     fn lookups_stand_alone(&self) -> bool {
         false
     }

@@ -550,12 +550,6 @@ fn rows_with_values(
 
 #[async_trait]
 impl Dict for RedisDict {
-    /// A lookup waits for its own reply on the multiplexed connection, whose driver is a
-    /// task of its own, and a connect runs in a task of its own too (see [`Connector::get`]).
-    fn lookups_stand_alone(&self) -> bool {
-        true
-    }
-
     async fn lookup(&self, key: &[u8], username: &[u8]) -> Result<Option<Vec<Vec<u8>>>, DictError> {
         let rkey = self
             .inner

@@ -209,10 +209,11 @@ impl SqlDict {
 
 #[async_trait]
 impl Dict for SqlDict {
-    /// SQLite's lookups run synchronously on their own connections; MySQL's and
-    /// PostgreSQL's may carry other connections' lookups in their statement.
+    /// SQLite's lookups run synchronously on their own connections once the statements are
+    /// built (building them waits for a pooled connection); MySQL's and PostgreSQL's may
+    /// carry other connections' lookups in their statement.
     fn lookups_stand_alone(&self) -> bool {
-        self.state.db.dialect() == Dialect::Sqlite
+        self.state.db.dialect() == Dialect::Sqlite && self.state.queries_ready()
     }
 
     async fn lookup(&self, key: &[u8], username: &[u8]) -> Result<Option<Vec<Vec<u8>>>, DictError> {

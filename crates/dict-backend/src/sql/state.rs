@@ -41,6 +41,11 @@ impl DictState {
         Instant::now() + self.timeout
     }
 
+    /// Whether the statements are built and kept: [`DictState::queries`] answers at once.
+    pub fn queries_ready(&self) -> bool {
+        self.queries.get().is_some()
+    }
+
     /// The statements of this dict. PostgreSQL's depend on the column types, read from
     /// the database on first use; they are kept once every mapped table was found (until
     /// then each operation reads them again, so tables created later are picked up).
