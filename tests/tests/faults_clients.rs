@@ -54,7 +54,8 @@ fn well_behaved(server: &DictServer, key: &str) -> Duration {
 }
 
 /// A connection that sends `first`, then `line` `count` times (in writes of up to 1000 lines),
-/// from a thread, and never reads. It stops writing when the server closes the connection.
+/// from a thread, and never reads. It stops writing when the server closes the connection,
+/// and notices a close that comes after its last write too.
 struct Flood {
     written: Arc<AtomicU64>,
     closed: Arc<AtomicBool>,
@@ -98,7 +99,12 @@ impl Flood {
                     }
                 }
             }
+            // Everything written: the server may still close the connection while it reads
+            // what the socket holds (a cap reached late), which a peek sees as end of file.
             while !s.load(Ordering::Relaxed) {
+                if !c.load(Ordering::Relaxed) && peer_closed(&stream) {
+                    c.store(true, Ordering::Relaxed);
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
@@ -123,6 +129,20 @@ impl Flood {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap();
     }
+}
+
+/// The server closed `stream` and sent nothing more: a peek finds end of file (without
+/// taking any byte, so the connection still reads nothing).
+fn peer_closed(stream: &UnixStream) -> bool {
+    use nix::errno::Errno;
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    matches!(
+        recv(stream.as_raw_fd(), &mut byte, flags),
+        Ok(0) | Err(Errno::ECONNRESET)
+    )
 }
 
 /// Samples the server's RSS every 50 ms for `time` or until `done`; the peak in KiB.
