@@ -2,7 +2,7 @@
 //! are applied together. Every commit is queued; the caller that gets the writer (the
 //! leader) takes every queued commit and applies them as one group, through the function
 //! its dict passes in: one batch of folded statements (see [`batch`](super::batch)).
-//! (SQLite's writer thread keeps a queue of its own, see
+//! (SQLite's writer thread keeps a queue of its own, of the same [`Job`]s, see
 //! [`sqlite_write`](super::sqlite_write).) The others wait for their outcome, or for their turn to
 //! lead. Alone, a commit is its own leader and runs at once, with no hand-off to another
 //! task. A commit is acknowledged only after the COMMIT that contains it, so durability is
@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use super::types::{DbError, Exec};
 
 /// Commits applied in one transaction at most.
-const MAX_GROUP: usize = 64;
+pub(crate) const MAX_GROUP: usize = 64;
 
 const QUEUED: u8 = 0;
 const TAKEN: u8 = 1;
@@ -69,6 +69,26 @@ impl std::fmt::Debug for Job {
 }
 
 impl Job {
+    /// A commit to queue, and its caller's side.
+    pub fn new(steps: Vec<Exec>, deadline: Instant) -> (Job, Ticket) {
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let (done, result) = oneshot::channel();
+        let job = Job {
+            steps,
+            deadline,
+            state: state.clone(),
+            done,
+        };
+        (job, Ticket { state, result })
+    }
+
+    /// Takes this commit into a group; `false` when its caller already took it back.
+    pub fn take(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
     /// The statements of this commit.
     pub fn steps(&self) -> &[Exec] {
         &self.steps
@@ -82,6 +102,43 @@ impl Job {
     /// Tells the caller what became of its commit.
     pub fn finish(self, outcome: Outcome) {
         let _ = self.done.send(outcome);
+    }
+}
+
+/// The caller's side of a queued commit.
+pub(crate) struct Ticket {
+    state: Arc<AtomicU8>,
+    result: oneshot::Receiver<Outcome>,
+}
+
+impl Ticket {
+    /// Takes the commit back if it is still queued: it will never be applied.
+    pub fn take_back(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The commit's outcome. At `deadline` a commit still queued is taken back and fails
+    /// with a timeout of `timeout`; one already taken is waited for, since its group ends
+    /// by its earliest deadline, which is not later than ours. `abandoned` says why when
+    /// the commit was dropped without an outcome.
+    pub async fn outcome(
+        mut self,
+        deadline: Instant,
+        timeout: Duration,
+        abandoned: &str,
+    ) -> Outcome {
+        let abandoned = |_| Outcome::Uncertain(abandoned.into());
+        tokio::select! {
+            biased;
+            result = &mut self.result => return result.unwrap_or_else(abandoned),
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        if self.take_back() {
+            return Outcome::Failed(DbError::Timeout(timeout).to_string());
+        }
+        self.result.await.unwrap_or_else(abandoned)
     }
 }
 
@@ -102,29 +159,23 @@ impl GroupCommit {
         F: Fn(Vec<Job>) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let state = Arc::new(AtomicU8::new(QUEUED));
-        let (done, mut result) = oneshot::channel();
+        let (job, mut ticket) = Job::new(steps, deadline);
         self.queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push_back(Job {
-                steps,
-                deadline,
-                state: state.clone(),
-                done,
-            });
+            .push_back(job);
         let abandoned = || Outcome::Uncertain("the commit's group was abandoned".into());
         let mut expired = false;
         loop {
             tokio::select! {
                 biased;
-                outcome = &mut result => return outcome.unwrap_or_else(|_| abandoned()),
+                outcome = &mut ticket.result => return outcome.unwrap_or_else(|_| abandoned()),
                 guard = self.leader.lock(), if !expired => {
                     let group = self.take_group();
                     if group.is_empty() {
                         // An earlier leader took ours and has finished with it.
                         drop(guard);
-                        return result.await.unwrap_or_else(|_| abandoned());
+                        return (&mut ticket.result).await.unwrap_or_else(|_| abandoned());
                     }
                     tracing::trace!(commits = group.len(), "group commit");
                     // Bounded by the earliest deadline in the group: ours, or an older one.
@@ -132,10 +183,7 @@ impl GroupCommit {
                 }
                 () = tokio::time::sleep_until(deadline), if !expired => {
                     expired = true;
-                    let took_back = state
-                        .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok();
-                    if took_back {
+                    if ticket.take_back() {
                         return Outcome::Failed(DbError::Timeout(self.timeout).to_string());
                     }
                     // Taken: its group ends by its earliest deadline, which is not later
@@ -152,11 +200,7 @@ impl GroupCommit {
         let mut group = Vec::new();
         while group.len() < MAX_GROUP {
             let Some(job) = queue.pop_front() else { break };
-            if job
-                .state
-                .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
+            if job.take() {
                 group.push(job);
             }
         }

@@ -15,8 +15,8 @@
 //! * [`schema`]: reading table definitions from each database's catalog.
 //! * [`sqlite_read`]: SQLite lookups on the calling thread (no sqlx worker-thread hop).
 //! * [`lookup_queue`]: the queues of lookups waiting to go out together.
-//! * [`group`]: MySQL's and PostgreSQL's group commit (commits queued together go out as
-//!   one batch) and the outcome of a commit.
+//! * [`group`]: a queued commit and its outcome; MySQL's and PostgreSQL's group commit
+//!   (commits queued together go out as one batch).
 //! * [`sqlite_write`]: SQLite commits on a writer thread holding their queue (group commit:
 //!   commits queued together share one transaction).
 //! * [`pool`]: the pools of a dict, failover between hosts.

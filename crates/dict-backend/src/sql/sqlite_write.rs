@@ -14,39 +14,24 @@
 //! soon after (and the server answers "uncertain" if its own request deadline passes).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::group::Outcome;
+use super::group::{fail_all, group_deadline, Job, Outcome, MAX_GROUP};
 use super::sqlite_read::bind;
 use super::types::{DbError, Exec};
 
 /// Statements kept prepared (one per statement shape of the dict's maps).
 const STATEMENT_CACHE: usize = 64;
-/// Commits applied in one transaction at most.
-const MAX_GROUP: usize = 64;
-
-const QUEUED: u8 = 0;
-const TAKEN: u8 = 1;
-const CANCELLED: u8 = 2;
 
 /// Each commit's outcome (`true`: a counted statement touched no row), or the group's
 /// failure.
 type GroupResult = Result<Vec<Result<bool, DbError>>, DbError>;
-
-/// One queued commit.
-struct Job {
-    steps: Vec<Exec>,
-    deadline: Instant,
-    state: Arc<AtomicU8>,
-    done: oneshot::Sender<Outcome>,
-}
 
 enum Request {
     Commit(Job),
@@ -61,12 +46,6 @@ pub(crate) struct SqliteWriter {
     requests: Mutex<Option<mpsc::Sender<Request>>>,
     /// The dict's timeout, for the text of a commit that timed out in the queue.
     timeout: Duration,
-}
-
-impl std::fmt::Debug for Request {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Request")
-    }
 }
 
 impl SqliteWriter {
@@ -112,31 +91,13 @@ impl SqliteWriter {
 
     /// Applies `steps` as one dict commit, with the others queued alongside it.
     pub async fn commit(&self, steps: Vec<Exec>, deadline: Instant) -> Outcome {
-        let state = Arc::new(AtomicU8::new(QUEUED));
-        let (done, mut outcome) = oneshot::channel();
-        let job = Job {
-            steps,
-            deadline,
-            state: state.clone(),
-            done,
-        };
+        let (job, ticket) = Job::new(steps, deadline);
         if let Err(e) = self.send(Request::Commit(job)) {
             return Outcome::Failed(e.to_string());
         }
-        let stopped = |_| Outcome::Uncertain("the SQLite writer stopped".into());
-        tokio::select! {
-            biased;
-            result = &mut outcome => return result.unwrap_or_else(stopped),
-            () = tokio::time::sleep_until(deadline) => {}
-        }
-        let took_back = state
-            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if took_back {
-            return Outcome::Failed(DbError::Timeout(self.timeout).to_string());
-        }
-        // Taken: its group ends by its earliest deadline, which is not later than ours.
-        outcome.await.unwrap_or_else(stopped)
+        ticket
+            .outcome(deadline, self.timeout, "the SQLite writer stopped")
+            .await
     }
 
     /// What the writing connection reports for `PRAGMA journal_mode` and `synchronous`.
@@ -164,13 +125,9 @@ fn serve(conn: Connection, queue: mpsc::Receiver<Request>, busy: Duration) {
         let mut next = Some(first);
         while let Some(request) = next.take() {
             match request {
+                // A commit its caller took back is dropped here.
                 Request::Commit(job) => {
-                    // A job its caller took back is dropped here.
-                    if job
-                        .state
-                        .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
+                    if job.take() {
                         group.push(job);
                     }
                 }
@@ -190,11 +147,8 @@ fn serve(conn: Connection, queue: mpsc::Receiver<Request>, busy: Duration) {
 
 /// Applies one group and tells every caller its outcome.
 fn apply(conn: &Connection, group: Vec<Job>, busy: Duration) {
-    let deadline = group.iter().map(|j| j.deadline).min();
-    let left = deadline.map_or(Duration::ZERO, |d| {
-        d.saturating_duration_since(Instant::now())
-    });
-    let commits: Vec<&[Exec]> = group.iter().map(|j| j.steps.as_slice()).collect();
+    let left = group_deadline(&group).saturating_duration_since(Instant::now());
+    let commits: Vec<&[Exec]> = group.iter().map(Job::steps).collect();
     let result = conn
         .busy_timeout(left.min(busy))
         .map_err(DbError::Sqlite)
@@ -207,7 +161,7 @@ fn apply(conn: &Connection, group: Vec<Job>, busy: Duration) {
     match result {
         Ok(outcomes) => {
             for (job, outcome) in group.into_iter().zip(outcomes) {
-                let _ = job.done.send(match outcome {
+                job.finish(match outcome {
                     Ok(missing) => Outcome::Applied(missing),
                     Err(e) => Outcome::Failed(e.to_string()),
                 });
@@ -215,12 +169,7 @@ fn apply(conn: &Connection, group: Vec<Job>, busy: Duration) {
         }
         // Nothing was applied: SQLite rolls back a COMMIT it refuses, and the thread is
         // never interrupted between COMMIT and its answer.
-        Err(e) => {
-            let text = e.to_string();
-            for job in group {
-                let _ = job.done.send(Outcome::Failed(text.clone()));
-            }
-        }
+        Err(e) => fail_all(group, &e, false),
     }
 }
 
