@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use crate::budget::ServerBudget;
 use crate::setup::{self, Plan};
-use crate::{fd_limit, metrics, reload, systemd, ConnectionSettings, ServerSettings};
+use crate::{fd_limit, metrics, reload, systemd, timer_floor, ConnectionSettings, ServerSettings};
 
 /// Serves `plan` until SIGTERM or SIGINT. `replan` reads the configuration again on SIGHUP.
 pub async fn serve(plan: Plan, replan: impl Fn() -> Result<Plan>) -> Result<()> {
@@ -66,6 +66,7 @@ pub async fn serve(plan: Plan, replan: impl Fn() -> Result<Plan>) -> Result<()> 
             drop(socket);
         });
     }
+    servers.spawn(timer_floor::run(shutdown.clone()));
     if let Some((exporter, addr)) = metrics_endpoint {
         servers.spawn(metrics::serve(exporter, addr, shutdown.clone()));
     }

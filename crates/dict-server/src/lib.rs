@@ -52,6 +52,7 @@ pub mod session;
 pub mod setup;
 pub mod systemd;
 pub mod testing;
+pub mod timer_floor;
 pub mod transactions;
 
 pub use connection::ConnectionSettings;
