@@ -94,6 +94,12 @@ pub fn restart(port: u16) {
     );
 }
 
+/// Makes the data node at `port` a replica of the one at `master` (`REPLICAOF`).
+pub fn replica_of(port: u16, master: u16) {
+    let reply = cli(port, &["REPLICAOF", HOST, &master.to_string()]);
+    assert_eq!(reply, "OK", "REPLICAOF {HOST} {master} on {port}");
+}
+
 /// A cluster node as `CLUSTER NODES` lists it.
 #[derive(Debug, Clone)]
 pub struct ClusterNode {

@@ -13,7 +13,7 @@ use dict_tests::faults::{MARGIN, REQUEST_TIMEOUT};
 use dict_tests::load::{Load, LoadShape};
 use dict_tests::redis_ha::{
     cli, cluster_nodes, cluster_whole, connected_replicas, failover_gap, key_names, kill, ports,
-    restart, sentinel_master, wait_until, ClusterNode,
+    replica_of, restart, sentinel_master, wait_until, ClusterNode,
 };
 use dict_tests::{service_env, unique, Backend, DictServer};
 
@@ -137,8 +137,7 @@ fn sentinel_master_killed_under_load_loses_no_acknowledged_commit() {
             // 20 s. An admin who restarts a failed master points it at the new one; so does
             // the test, and the sentinels find it where they expect it.
             restart(old);
-            let replicaof = cli(old, &["REPLICAOF", "127.0.0.1", &new.to_string()]);
-            assert_eq!(replicaof, "OK", "REPLICAOF on the restarted master");
+            replica_of(old, new);
             let whole = wait_until(
                 "old master rejoins as replica",
                 Duration::from_secs(30),
