@@ -11,10 +11,10 @@
 //! outage tests start private redis-server processes on free ports.
 
 mod changes;
+mod redis_env;
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use changes::{inc, set, txn};
@@ -25,49 +25,7 @@ use dict_backend::{
 use dict_config::RedisParams;
 use futures::StreamExt;
 use redis::aio::MultiplexedConnection;
-
-struct Env {
-    host: String,
-    port: u16,
-    socket: PathBuf,
-}
-
-fn env() -> Env {
-    let get = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| {
-                panic!(
-                    "{name} is not set: start redis with `DICT_TEST_SERVICES=redis bash \
-                 tests/scripts/services.sh start` and run the tests under \
-                 `eval \"$(bash tests/scripts/services.sh env)\"`"
-                )
-            })
-    };
-    Env {
-        host: get("DICT_TEST_REDIS_HOST"),
-        port: get("DICT_TEST_REDIS_PORT")
-            .parse()
-            .expect("DICT_TEST_REDIS_PORT is a port number"),
-        socket: get("DICT_TEST_REDIS_SOCKET").into(),
-    }
-}
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A key prefix no other test (or run) uses.
-fn unique_prefix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "dtest-{}-{}-{nanos}/",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use redis_env::{env, unique_prefix, COUNTER};
 
 fn params(prefix: &str) -> RedisParams {
     let env = env();

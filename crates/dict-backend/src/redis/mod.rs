@@ -257,14 +257,11 @@ impl Inner {
                     }
                     CommitResult::Failed(format!("redis: commit failed: {e}"))
                 }
+                // Never sent again: redis-rs reports a closed connection ("broken pipe") to
+                // the oldest request in flight, whose EXEC may have run; only a connection
+                // known dead before the send (`Connector::get`) is one that nothing reached.
                 Ok(Err(e)) if is_connection_error(&e) => {
                     live.discard();
-                    // A reused connection that died while idle refuses the write itself: the
-                    // EXEC never left, so sending it once more on a new connection is safe.
-                    if !live.fresh && !retried && write_refused(&e) {
-                        retried = true;
-                        continue;
-                    }
                     CommitResult::WriteUncertain(format!("redis: commit failed: {e}"))
                 }
                 Ok(Err(e)) => CommitResult::Failed(format!("redis: commit failed: {e}")),
@@ -615,17 +612,4 @@ impl Dict for RedisDict {
             )))
         }
     }
-}
-
-/// True when the socket refused the write (the peer had closed it): nothing was sent.
-fn write_refused(e: &RedisError) -> bool {
-    use std::error::Error;
-    let mut source: Option<&(dyn Error + 'static)> = e.source();
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::BrokenPipe;
-        }
-        source = s.source();
-    }
-    e.to_string().to_ascii_lowercase().contains("broken pipe")
 }

@@ -1,5 +1,8 @@
 //! Transactions for the Redis suites, built from short calls.
 
+// Each test binary uses a part of it.
+#![allow(dead_code)]
+
 use dict_backend::{Change, Transaction};
 
 pub fn txn(user: &str, changes: Vec<Change>) -> Transaction {
