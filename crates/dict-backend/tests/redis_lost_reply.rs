@@ -1,8 +1,8 @@
 //! A commit whose `EXEC` reached Redis but whose reply never came back: the connection
 //! closed in between (`CLIENT KILL`, a sentinel reconfiguring the server, a network cut).
-//! Whether it was applied is unknown to the dict, so the answer is `WriteUncertain`, and it
-//! is never sent a second time: an increment applied twice counts twice, and a set sent
-//! again can overwrite a later commit of another connection.
+//! Whether it was applied is unknown to the dict. A commit of sets and unsets is sent again
+//! on a new connection (twice leaves what once does); one with an increment is not (it
+//! would count twice) and is `WriteUncertain`, as is any commit whose second send fails.
 //!
 //! A TCP proxy in front of the test Redis (`DICT_TEST_REDIS_HOST`/`_PORT`, see
 //! `redis_suite.rs`) forwards everything, except that at the first `EXEC` it stops passing
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use changes::{inc, txn};
+use changes::{inc, set, txn};
 use dict_backend::redis::RedisDict;
 use dict_backend::{Change, CommitResult, Dict};
 use dict_config::RedisParams;
@@ -105,28 +105,26 @@ fn dict(host: &str, port: u16, prefix: &str) -> RedisDict {
     .expect("valid parameters")
 }
 
-/// The value of `priv/n` of user `u`, as a number.
-async fn counter(d: &RedisDict) -> Option<String> {
+/// The value of `priv/n` of user `u`.
+async fn value(d: &RedisDict) -> Option<String> {
     d.lookup(b"priv/n", b"u")
         .await
         .expect("lookup works")
         .map(|v| String::from_utf8(v[0].clone()).unwrap())
 }
 
-async fn lost_reply(after: AfterCut) {
+/// Commits `change` (of `priv/n`) through a proxy that loses the EXEC's reply; returns the
+/// answer, and the value Redis holds afterwards.
+async fn lost_reply(change: Change, after: AfterCut) -> (CommitResult, Option<String>) {
     let prefix = unique_prefix();
     let d = dict("127.0.0.1", lossy_proxy(after).await, &prefix);
     // A connection already in use, as on a busy server.
-    assert_eq!(counter(&d).await, None);
-    let result = d.commit(txn("u", vec![inc("priv/n", 1)])).await;
-    assert!(
-        matches!(result, CommitResult::WriteUncertain(_)),
-        "the EXEC reached Redis and its reply was lost: {result:?}"
-    );
-    // Redis applied it, once. Read directly, not through the proxy.
+    assert_eq!(value(&d).await, None);
+    let result = d.commit(txn("u", vec![change])).await;
+    // Read directly, not through the proxy.
     let env = env();
     let direct = dict(&env.host, env.port, &prefix);
-    assert_eq!(counter(&direct).await.as_deref(), Some("1"));
+    let stored = value(&direct).await;
     let clean = txn(
         "u",
         vec![Change::Unset {
@@ -134,14 +132,41 @@ async fn lost_reply(after: AfterCut) {
         }],
     );
     assert_eq!(direct.commit(clean).await, CommitResult::Ok);
+    (result, stored)
+}
+
+fn is_uncertain(result: &CommitResult) -> bool {
+    matches!(result, CommitResult::WriteUncertain(_))
+}
+
+/// An increment is never sent twice: it would count twice.
+#[tokio::test]
+async fn an_increment_whose_reply_is_lost_is_uncertain_and_not_sent_again() {
+    let (result, stored) = lost_reply(inc("priv/n", 1), AfterCut::PassThrough).await;
+    assert!(is_uncertain(&result), "{result:?}");
+    assert_eq!(stored.as_deref(), Some("1"), "applied once");
 }
 
 #[tokio::test]
-async fn a_lost_reply_is_uncertain_and_the_commit_is_not_sent_again() {
-    lost_reply(AfterCut::PassThrough).await;
+async fn an_increment_whose_reply_is_lost_is_uncertain_when_reconnecting_fails() {
+    let (result, stored) = lost_reply(inc("priv/n", 1), AfterCut::Refuse).await;
+    assert!(is_uncertain(&result), "{result:?}");
+    assert_eq!(stored.as_deref(), Some("1"), "applied once");
 }
 
+/// Sets leave the same keys when run twice: sent again on a new connection, and `O`.
 #[tokio::test]
-async fn a_lost_reply_is_uncertain_also_when_reconnecting_fails() {
-    lost_reply(AfterCut::Refuse).await;
+async fn a_set_whose_reply_is_lost_is_sent_again() {
+    let (result, stored) = lost_reply(set("priv/n", "7"), AfterCut::PassThrough).await;
+    assert_eq!(result, CommitResult::Ok);
+    assert_eq!(stored.as_deref(), Some("7"));
+}
+
+/// The reconnect fails, so the second send never happens; the first did run, so the
+/// answer is `W`, never `F` (a clean CI run of the Sentinel kill test saw `F` here).
+#[tokio::test]
+async fn a_set_whose_reply_is_lost_is_uncertain_when_reconnecting_fails() {
+    let (result, stored) = lost_reply(set("priv/n", "7"), AfterCut::Refuse).await;
+    assert!(is_uncertain(&result), "{result:?}");
+    assert_eq!(stored.as_deref(), Some("7"));
 }

@@ -98,6 +98,11 @@ impl CommitPlan {
         self.ops.is_empty()
     }
 
+    /// Running it twice leaves the same keys as running it once: no `INCRBY`.
+    pub(crate) fn is_repeatable(&self) -> bool {
+        !self.ops.iter().any(|op| matches!(op, Op::IncrBy { .. }))
+    }
+
     /// Every Redis key the transaction writes, in order (repeats included).
     pub(crate) fn keys(&self) -> impl Iterator<Item = &[u8]> {
         self.ops.iter().map(|op| match op {

@@ -39,13 +39,17 @@ use crate::{CommitResult, Dict, DictError, IterRow, IterateOptions, Transaction,
 const SCAN_COUNT: usize = 1000;
 const MGET_BATCH: usize = 500;
 
+/// How often a commit is sent again on a new connection (see [`Inner::commit`]).
+const MAX_RESENDS: u32 = 2;
+
 /// A `redis:` dict. One multiplexed connection serves every operation; it is made on first
 /// use and made again after a failure, so creating the dict never fails because Redis is
 /// down, and service resumes by itself when Redis is back.
 ///
 /// `timeout_msecs` bounds a whole lookup or commit (connecting included), and each round
 /// trip of an iteration. A commit that fails before its `MULTI … EXEC` was handed to the
-/// connection is `Failed`; one that fails or times out after is `WriteUncertain`. Every
+/// connection is `Failed`; one that fails or times out after is `WriteUncertain`, unless it
+/// only sets and unsets keys and its connection closed: then it is sent again on a new one. Every
 /// future may also be dropped at any point (the server's own, shorter timeouts): that is
 /// safe, but a dropped commit may or may not have reached Redis.
 ///
@@ -231,12 +235,22 @@ impl Inner {
             // an increment of a value it set to text fails before anything is sent.
             return CommitResult::Failed(e);
         }
-        let mut retried = false;
+        // Each send may go to a new connection (the master moved, the connection closed).
+        let mut resends = 0;
+        // An earlier send may have run: no later failure can be `F`.
+        let mut maybe_applied = false;
+        let failed = |maybe_applied: bool, e: String| match maybe_applied {
+            true => CommitResult::WriteUncertain(e),
+            false => CommitResult::Failed(e),
+        };
         loop {
             let live = match self.conn.get(deadline).await {
                 Ok(live) => live,
                 Err(e) => {
-                    return CommitResult::Failed(self.connect_failed("commit", e).into_message())
+                    return failed(
+                        maybe_applied,
+                        self.connect_failed("commit", e).into_message(),
+                    )
                 }
             };
             let mut conn = live.conn.clone();
@@ -251,20 +265,26 @@ impl Inner {
                 // was applied, a new connection finds the master
                 Ok(Err(e)) if is_not_master(&e) => {
                     live.discard();
-                    if !retried {
-                        retried = true;
+                    if resends < MAX_RESENDS {
+                        resends += 1;
                         continue;
                     }
-                    CommitResult::Failed(format!("redis: commit failed: {e}"))
+                    failed(maybe_applied, format!("redis: commit failed: {e}"))
                 }
-                // Never sent again: redis-rs reports a closed connection ("broken pipe") to
-                // the oldest request in flight, whose EXEC may have run; only a connection
-                // known dead before the send (`Connector::get`) is one that nothing reached.
+                // The EXEC may have run: redis-rs reports a connection that closed ("broken
+                // pipe") to the oldest request in flight, sent or not. It is sent again only
+                // when running it twice leaves the same keys (no INCRBY); it then counts as
+                // happening at the second send, still before its reply.
                 Ok(Err(e)) if is_connection_error(&e) => {
                     live.discard();
+                    if plan.is_repeatable() && resends < MAX_RESENDS {
+                        resends += 1;
+                        maybe_applied = true;
+                        continue;
+                    }
                     CommitResult::WriteUncertain(format!("redis: commit failed: {e}"))
                 }
-                Ok(Err(e)) => CommitResult::Failed(format!("redis: commit failed: {e}")),
+                Ok(Err(e)) => failed(maybe_applied, format!("redis: commit failed: {e}")),
                 Err(_) => {
                     live.discard();
                     CommitResult::WriteUncertain(self.timed_out("commit"))
