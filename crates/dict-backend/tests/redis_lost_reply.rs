@@ -7,13 +7,16 @@
 //! A TCP proxy in front of the test Redis (`DICT_TEST_REDIS_HOST`/`_PORT`, see
 //! `redis_suite.rs`) forwards everything, except that at the first `EXEC` it stops passing
 //! replies back, lets Redis apply the transaction, and closes the client's connection.
+//! For Redis Cluster, the proxy stands in front of a one-node cluster of our own that
+//! names the proxy as its address, so the cluster client's node connections go through it.
 
 mod changes;
 mod redis_env;
 
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use changes::{inc, set, txn};
 use dict_backend::redis::RedisDict;
@@ -33,12 +36,17 @@ enum AfterCut {
     Refuse,
 }
 
-/// Starts the proxy; returns its port.
+/// Starts the proxy in front of the test Redis; returns its port.
 async fn lossy_proxy(after: AfterCut) -> u16 {
     let env = env();
-    let upstream = (env.host, env.port);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    serve(listener, (env.host, env.port), after);
+    port
+}
+
+/// Runs the proxy on `listener`, to `upstream`.
+fn serve(listener: TcpListener, upstream: (String, u16), after: AfterCut) {
     let cut = Arc::new(AtomicBool::new(false));
     let was_cut = Arc::new(Notify::new());
     tokio::spawn(async move {
@@ -54,7 +62,6 @@ async fn lossy_proxy(after: AfterCut) -> u16 {
             }
         }
     });
-    port
 }
 
 /// Copies both ways until the first `EXEC` of the whole proxy: that one is forwarded with
@@ -169,4 +176,122 @@ async fn a_set_whose_reply_is_lost_is_uncertain_when_reconnecting_fails() {
     let (result, stored) = lost_reply(set("priv/n", "7"), AfterCut::Refuse).await;
     assert!(is_uncertain(&result), "{result:?}");
     assert_eq!(stored.as_deref(), Some("7"));
+}
+
+/// A one-node Redis Cluster (every slot on one master) that tells clients to reach it at
+/// `announced`; killed when dropped.
+struct OneNodeCluster {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl OneNodeCluster {
+    async fn start(announced: u16) -> OneNodeCluster {
+        let _ = env(); // the same precondition as every other test
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-announce-ip", "127.0.0.1"])
+            .args(["--cluster-announce-port", &announced.to_string()])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (install redis-server)");
+        let node = OneNodeCluster {
+            child,
+            port,
+            _dir: dir,
+        };
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut conn = loop {
+            match client.get_multiplexed_async_connection().await {
+                Ok(conn) => break conn,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("private cluster node did not start: {e}"),
+            }
+        };
+        let () = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        loop {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if info.contains("cluster_state:ok") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "cluster not ok: {info}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        node
+    }
+}
+
+impl Drop for OneNodeCluster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// redis-rs' cluster client sends a request again by itself after a connection error;
+/// for an increment it must not.
+#[tokio::test]
+async fn a_cluster_increment_whose_reply_is_lost_is_uncertain_and_not_sent_again() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap().port();
+    let node = OneNodeCluster::start(proxy).await;
+    serve(
+        listener,
+        ("127.0.0.1".into(), node.port),
+        AfterCut::PassThrough,
+    );
+    let params = |port| RedisParams {
+        cluster: vec![("127.0.0.1".into(), port)],
+        prefix: "p/".into(),
+        timeout_msecs: 3000,
+        ..RedisParams::default()
+    };
+    let d = RedisDict::connect(&params(proxy)).unwrap();
+    // A connection already in use, as on a busy server.
+    assert_eq!(value(&d).await, None);
+    let result = d.commit(txn("u", vec![inc("priv/n", 1)])).await;
+    assert!(is_uncertain(&result), "{result:?}");
+    // Read from the node itself: redis-rs would follow its announced address (the proxy).
+    let mut direct = redis::Client::open(format!("redis://127.0.0.1:{}/", node.port))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stored: Option<String> = redis::cmd("GET")
+        .arg("p/u/n")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("1"), "applied once");
+    // The dict goes on working (the proxy now passes everything).
+    let result = d.commit(txn("u", vec![set("priv/n", "7")])).await;
+    assert_eq!(result, CommitResult::Ok);
+    assert_eq!(value(&d).await.as_deref(), Some("7"));
 }

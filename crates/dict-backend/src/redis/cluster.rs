@@ -20,7 +20,12 @@ use dict_config::RedisParams;
 const SLOTS: u16 = 16384;
 
 /// The client for `cluster=` (connects nothing yet) and the seed list for messages.
-pub(crate) fn client(params: &RedisParams) -> Result<(ClusterClient, String), String> {
+/// `retries`: how often redis-rs may send a request again by itself, after a redirect, a
+/// node that is down, or a connection that closed (when the request may have run).
+pub(crate) fn client(
+    params: &RedisParams,
+    retries: u32,
+) -> Result<(ClusterClient, String), String> {
     let seeds: Vec<String> = params
         .cluster
         .iter()
@@ -30,7 +35,7 @@ pub(crate) fn client(params: &RedisParams) -> Result<(ClusterClient, String), St
     let mut builder = ClusterClientBuilder::new(seeds)
         // MOVED/ASK are followed at once; these waits are for a node that is down, and our
         // own timeout_msecs bounds the whole request anyway
-        .retries(3)
+        .retries(retries)
         .min_retry_wait(10)
         .max_retry_wait(200)
         .connection_timeout(timeout)

@@ -128,6 +128,17 @@ pub(crate) struct Connector {
     connected_before: AtomicBool,
 }
 
+/// Whether the connection may send a request again by itself. Only redis-rs' cluster
+/// client does: after a connection error it sends the request to the node again, though
+/// it may have run there. A single server's connection never does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resends {
+    /// A few, for requests that may run twice (reads, sets and unsets).
+    Allowed,
+    /// None: every error comes back to the caller (increments).
+    Never,
+}
+
 /// Why no connection could be had.
 #[derive(Debug)]
 pub(crate) enum ConnectError {
@@ -138,7 +149,7 @@ pub(crate) enum ConnectError {
 impl Connector {
     /// Checks the parameters (and loads the CA certificates for `tls=yes`); does not
     /// connect.
-    pub(crate) fn new(params: &RedisParams) -> Result<Connector, String> {
+    pub(crate) fn new(params: &RedisParams, resends: Resends) -> Result<Connector, String> {
         if params.user.is_some() && params.password.is_none() {
             return Err("redis: user= needs password= as well".into());
         }
@@ -149,7 +160,11 @@ impl Connector {
             protocol: ProtocolVersion::RESP2,
         };
         let (addr, target) = if !params.cluster.is_empty() {
-            let (client, target) = super::cluster::client(params)?;
+            let retries = match resends {
+                Resends::Allowed => 3,
+                Resends::Never => 0,
+            };
+            let (client, target) = super::cluster::client(params, retries)?;
             (Addr::Cluster(client), target)
         } else if !params.sentinels.is_empty() {
             let sentinel = SentinelAddr::new(params, &info)?;
@@ -346,11 +361,13 @@ pub(crate) fn is_connection_error(e: &RedisError) -> bool {
 }
 
 /// True when `e` says the server we reached is not (or no longer) the master: a replica
-/// (`READONLY`, an old master after a failover) or a cluster node without the slot. Nothing
-/// was written; a new connection finds the master.
+/// (`READONLY`, an old master after a failover) or a cluster node without the slot (down,
+/// or moved or moving elsewhere: redirects come back here when redis-rs does not resend).
+/// Nothing was written; a new connection finds the master.
 pub(crate) fn is_not_master(e: &RedisError) -> bool {
+    use redis::ErrorKind::*;
     matches!(
         e.kind(),
-        redis::ErrorKind::ReadOnly | redis::ErrorKind::ClusterDown | redis::ErrorKind::MasterDown
+        ReadOnly | ClusterDown | MasterDown | Moved | Ask | TryAgain
     ) || e.to_string().contains("READONLY")
 }

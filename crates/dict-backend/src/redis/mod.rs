@@ -31,7 +31,7 @@ use tokio::time::{timeout_at, Instant};
 use dict_config::RedisParams;
 
 use self::commit::CommitPlan;
-use self::conn::{is_connection_error, is_not_master, Conn, ConnectError, Connector};
+use self::conn::{is_connection_error, is_not_master, Conn, ConnectError, Connector, Resends};
 use self::keys::{KeyLayout, Scope};
 use crate::{CommitResult, Dict, DictError, IterRow, IterateOptions, Transaction, UserValues};
 
@@ -69,6 +69,9 @@ pub struct RedisDict {
 
 struct Inner {
     conn: Arc<Connector>,
+    /// For commits that must not run twice (increments): `conn` itself, except in a
+    /// cluster, where it is a second connection on which redis-rs sends nothing again.
+    once: Arc<Connector>,
     keys: KeyLayout,
     expire_secs: Option<u32>,
     timeout: Duration,
@@ -81,7 +84,11 @@ impl RedisDict {
     /// Fails on parameters that cannot work: `tls=yes` with `path=` or without any CA
     /// certificate on the system, `user=` without `password=`.
     pub fn connect(params: &RedisParams) -> Result<RedisDict, DictError> {
-        let conn = Connector::new(params).map_err(DictError::new)?;
+        let conn = Arc::new(Connector::new(params, Resends::Allowed).map_err(DictError::new)?);
+        let once = match conn.is_cluster() {
+            true => Arc::new(Connector::new(params, Resends::Never).map_err(DictError::new)?),
+            false => conn.clone(),
+        };
         let mut keys = KeyLayout::new(&params.prefix);
         if params.user_hash_tag {
             if params.prefix.contains(['{', '}']) {
@@ -93,7 +100,8 @@ impl RedisDict {
         }
         Ok(RedisDict {
             inner: Arc::new(Inner {
-                conn: Arc::new(conn),
+                conn,
+                once,
                 keys,
                 expire_secs: params.expire_secs.filter(|&s| s > 0),
                 timeout: Duration::from_millis(u64::from(params.timeout_msecs.max(1))),
@@ -243,8 +251,12 @@ impl Inner {
             true => CommitResult::WriteUncertain(e),
             false => CommitResult::Failed(e),
         };
+        let connector = match plan.is_repeatable() {
+            true => &self.conn,
+            false => &self.once,
+        };
         loop {
-            let live = match self.conn.get(deadline).await {
+            let live = match connector.get(deadline).await {
                 Ok(live) => live,
                 Err(e) => {
                     return failed(
@@ -261,9 +273,10 @@ impl Inner {
                     Some(wait) => self.wait_replicas(conn, &plan, wait, deadline).await,
                     None => CommitResult::Ok,
                 },
-                // a replica (an old master after a failover) refused the writes: nothing
-                // was applied, a new connection finds the master
-                Ok(Err(e)) if is_not_master(&e) => {
+                // a replica (an old master after a failover) refused the writes, or a
+                // cluster node could not be reached (a cluster connection connects to its
+                // nodes on demand): nothing was applied, a new connection finds the master
+                Ok(Err(e)) if is_not_master(&e) || e.is_connection_refusal() => {
                     live.discard();
                     if resends < MAX_RESENDS {
                         resends += 1;
