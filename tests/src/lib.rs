@@ -54,7 +54,54 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         "{} is missing: run `cargo build --workspace` first",
         bin.display()
     );
+    // cargo builds this package's dependencies for its tests, not another package's
+    // binaries: a binary older than the sources would test old code without saying so.
+    let built = modified(&bin).expect("the binary's modification time");
+    if let Some((newest, source)) = newest_source() {
+        assert!(
+            built >= *newest,
+            "{} is older than {}: run `cargo build --workspace` first",
+            bin.display(),
+            source.display()
+        );
+    }
     bin
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The most recently changed file the workspace's binaries are built from: `Cargo.lock`,
+/// and every crate's `Cargo.toml` and `src/`.
+fn newest_source() -> Option<&'static (std::time::SystemTime, PathBuf)> {
+    static NEWEST: std::sync::OnceLock<Option<(std::time::SystemTime, PathBuf)>> =
+        std::sync::OnceLock::new();
+    NEWEST
+        .get_or_init(|| {
+            let root = repo_dir();
+            let mut files = vec![root.join("Cargo.lock")];
+            for krate in std::fs::read_dir(root.join("crates")).ok()?.flatten() {
+                files.push(krate.path().join("Cargo.toml"));
+                collect_files(&krate.path().join("src"), &mut files);
+            }
+            files
+                .into_iter()
+                .filter_map(|f| Some((modified(&f)?, f)))
+                .max_by_key(|(t, _)| *t)
+        })
+        .as_ref()
+}
+
+fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, files);
+        } else {
+            files.push(path);
+        }
+    }
 }
 
 /// SQL backends the suites run on.
