@@ -280,6 +280,7 @@ impl Inner {
                     live.discard();
                     if resends < MAX_RESENDS {
                         resends += 1;
+                        tracing::info!("redis: commit sent again on a new connection: {e}");
                         continue;
                     }
                     failed(maybe_applied, format!("redis: commit failed: {e}"))
@@ -293,6 +294,10 @@ impl Inner {
                     if plan.is_repeatable() && resends < MAX_RESENDS {
                         resends += 1;
                         maybe_applied = true;
+                        tracing::info!(
+                            "redis: commit (sets and unsets only) sent again on a new \
+                             connection, its reply lost: {e}"
+                        );
                         continue;
                     }
                     CommitResult::WriteUncertain(format!("redis: commit failed: {e}"))
