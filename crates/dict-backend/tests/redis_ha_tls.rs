@@ -3,6 +3,7 @@
 //! made by the `openssl` command. A test binary of its own: it points `SSL_CERT_FILE` at
 //! that CA for the whole process.
 
+mod redis_env;
 mod tls_certs;
 
 use std::path::Path;
@@ -13,7 +14,8 @@ use dict_backend::redis::RedisDict;
 use dict_backend::{Change, CommitResult, Dict, IterRow, IterateOptions, Transaction};
 use dict_config::RedisParams;
 use futures::StreamExt;
-use tls_certs::{free_port, make_certs};
+use redis_env::free_port;
+use tls_certs::make_certs;
 
 /// The processes of one test; killed when it ends, however it ends.
 struct Processes(Vec<Child>);

@@ -11,9 +11,9 @@
 //! names the proxy as its address, so the cluster client's node connections go through it.
 
 mod changes;
+mod private_redis;
 mod redis_env;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use changes::{inc, set, txn};
 use dict_backend::redis::RedisDict;
 use dict_backend::{Change, CommitResult, Dict};
 use dict_config::RedisParams;
+use private_redis::PrivateRedis;
 use redis_env::{env, unique_prefix};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -179,80 +180,42 @@ async fn a_set_whose_reply_is_lost_is_uncertain_when_reconnecting_fails() {
 }
 
 /// A one-node Redis Cluster (every slot on one master) that tells clients to reach it at
-/// `announced`; killed when dropped.
-struct OneNodeCluster {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl OneNodeCluster {
-    async fn start(announced: u16) -> OneNodeCluster {
-        let _ = env(); // the same precondition as every other test
-        let port = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--cluster-enabled", "yes"])
-            .args(["--cluster-announce-ip", "127.0.0.1"])
-            .args(["--cluster-announce-port", &announced.to_string()])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (install redis-server)");
-        let node = OneNodeCluster {
-            child,
-            port,
-            _dir: dir,
-        };
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut conn = loop {
-            match client.get_multiplexed_async_connection().await {
-                Ok(conn) => break conn,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("private cluster node did not start: {e}"),
-            }
-        };
-        let () = redis::cmd("CLUSTER")
-            .arg("ADDSLOTSRANGE")
-            .arg(0)
-            .arg(16383)
+/// `announced`.
+async fn one_node_cluster(announced: u16) -> PrivateRedis {
+    let node = PrivateRedis::start(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-announce-ip",
+        "127.0.0.1",
+        "--cluster-announce-port",
+        &announced.to_string(),
+    ]);
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}/", node.port))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the private cluster node answers");
+    let () = redis::cmd("CLUSTER")
+        .arg("ADDSLOTSRANGE")
+        .arg(0)
+        .arg(16383)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
             .query_async(&mut conn)
             .await
             .unwrap();
-        loop {
-            let info: String = redis::cmd("CLUSTER")
-                .arg("INFO")
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            if info.contains("cluster_state:ok") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "cluster not ok: {info}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if info.contains("cluster_state:ok") {
+            break;
         }
-        node
+        assert!(Instant::now() < deadline, "cluster not ok: {info}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-impl Drop for OneNodeCluster {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    node
 }
 
 /// redis-rs' cluster client sends a request again by itself after a connection error;
@@ -261,7 +224,7 @@ impl Drop for OneNodeCluster {
 async fn a_cluster_increment_whose_reply_is_lost_is_uncertain_and_not_sent_again() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = listener.local_addr().unwrap().port();
-    let node = OneNodeCluster::start(proxy).await;
+    let node = one_node_cluster(proxy).await;
     serve(
         listener,
         ("127.0.0.1".into(), node.port),

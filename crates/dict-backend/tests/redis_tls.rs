@@ -2,6 +2,7 @@
 //! `openssl` command. A test binary of its own: it points `SSL_CERT_FILE` at that CA for
 //! the whole process.
 
+mod redis_env;
 mod tls_certs;
 
 use std::process::{Command, Stdio};
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 use dict_backend::redis::RedisDict;
 use dict_backend::{Change, CommitResult, Dict, Transaction};
 use dict_config::RedisParams;
-use tls_certs::{free_port, make_certs};
+use redis_env::free_port;
+use tls_certs::make_certs;
 
 fn set(key: &str, value: &str) -> Transaction {
     Transaction {

@@ -49,9 +49,9 @@ const MAX_RESENDS: u32 = 2;
 /// `timeout_msecs` bounds a whole lookup or commit (connecting included), and each round
 /// trip of an iteration. A commit that fails before its `MULTI … EXEC` was handed to the
 /// connection is `Failed`; one that fails or times out after is `WriteUncertain`, unless it
-/// only sets and unsets keys and its connection closed: then it is sent again on a new one. Every
-/// future may also be dropped at any point (the server's own, shorter timeouts): that is
-/// safe, but a dropped commit may or may not have reached Redis.
+/// only sets and unsets keys and its connection closed: then it is sent again on a new one.
+/// Every future may also be dropped at any point (the server's own, shorter timeouts): that
+/// is safe, but a dropped commit may or may not have reached Redis.
 ///
 /// **Extension: iteration.** Dovecot's Redis dict cannot iterate; this one can. A path
 /// becomes a `SCAN … MATCH <redis key of the path>*` (glob characters of the key escaped),
@@ -251,7 +251,9 @@ impl Inner {
             true => CommitResult::WriteUncertain(e),
             false => CommitResult::Failed(e),
         };
-        let connector = match plan.is_repeatable() {
+        // Sets and unsets leave the same keys when run twice; increments do not.
+        let repeatable = plan.is_repeatable();
+        let connector = match repeatable {
             true => &self.conn,
             false => &self.once,
         };
@@ -291,7 +293,7 @@ impl Inner {
                 // happening at the second send, still before its reply.
                 Ok(Err(e)) if is_connection_error(&e) => {
                     live.discard();
-                    if plan.is_repeatable() && resends < MAX_RESENDS {
+                    if repeatable && resends < MAX_RESENDS {
                         resends += 1;
                         maybe_applied = true;
                         tracing::info!(

@@ -1,5 +1,5 @@
-//! Where the test Redis is (`DICT_TEST_REDIS_*` from `tests/scripts/services.sh env`) and
-//! key prefixes of a test's own, for the Redis suites.
+//! Where the test Redis is (`DICT_TEST_REDIS_*` from `tests/scripts/services.sh env`),
+//! key prefixes of a test's own, and free ports, for the Redis suites.
 
 // Each test binary uses a part of it.
 #![allow(dead_code)]
@@ -48,4 +48,13 @@ pub fn unique_prefix() -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

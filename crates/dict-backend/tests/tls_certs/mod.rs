@@ -70,11 +70,3 @@ pub fn make_certs(dir: &Path) {
         ],
     );
 }
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
